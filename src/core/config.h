@@ -1,0 +1,114 @@
+/* Configuration: one settings table drives parsing, validation, `config show` and the
+ * reference documentation (`postamt config doc`).
+ *
+ * File format: INI-style sections and `name = value` lines; '#' starts a comment line.
+ *
+ *   [server]
+ *   hostname = mail.example.org
+ *   [limits]
+ *   idle_timeout = 5m
+ *
+ * Durations take the units ms, s, m, h, d, w (a bare number is seconds); sizes take K, M, G
+ * (powers of 1024; a bare number is bytes). Errors are reported as "file:line: message". */
+#ifndef CORE_CONFIG_H
+#define CORE_CONFIG_H
+
+#include "core/buf.h"
+#include <stdio.h>
+
+enum cfg_type {
+	CFG_STRING,
+	CFG_PATH,     /* string; a relative path is taken relative to the config file's folder */
+	CFG_UINT,     /* unsigned 64-bit within [min, max] */
+	CFG_BOOL,     /* yes/no, true/false, on/off, 1/0 */
+	CFG_DURATION, /* milliseconds within [min, max] */
+	CFG_SIZE,     /* bytes within [min, max] */
+	CFG_ENUM,     /* one of `choices`, separated by '|' */
+	CFG_ADDRS,    /* listen addresses: "host:port" or "[v6]:port" or "*:port", space separated */
+};
+
+struct cfg {
+	/* [server] */
+	char *hostname;
+	char *data_dir;
+	char *user;
+	uint64_t io_threads;     /* count; 0 = one per core */
+	uint64_t shutdown_grace; /* ms given to in-flight sessions on SIGTERM */
+	/* [listen] */
+	char *listen_smtp;
+	char *listen_submission;
+	char *listen_submissions;
+	char *listen_imap;
+	char *listen_imaps;
+	char *listen_pop3;
+	char *listen_pop3s;
+	/* [tls] */
+	char *tls_cert;
+	char *tls_key;
+	char *tls_min_version;
+	char *tls_ciphers;
+	char *tls_ciphersuites;
+	/* [limits] */
+	uint64_t max_connections;
+	uint64_t max_connections_per_ip;
+	uint64_t idle_timeout;      /* ms */
+	uint64_t handshake_timeout; /* ms */
+	uint64_t max_output_buffer; /* bytes queued for a slow reader before it is dropped */
+	/* [storage] */
+	char *storage_engine;
+	char *database;
+	uint64_t sync_threads;
+	uint64_t batch_max;
+	uint64_t blob_sweep_interval; /* ms */
+	uint64_t blob_orphan_age;     /* ms */
+	/* [auth] */
+	char *password_scheme;
+	uint64_t auth_workers;
+	uint64_t auth_failure_delay; /* ms */
+	/* [log] */
+	char *log_target;
+	char *log_level;
+
+	/* Not settings: where the file came from, for relative paths and messages. */
+	char *path;
+};
+
+struct cfg_setting {
+	const char *section;
+	const char *name;
+	enum cfg_type type;
+	const char *def; /* default, as it would be written in the file */
+	uint64_t min, max;
+	const char *choices; /* CFG_ENUM: "a|b|c" */
+	size_t offset;       /* into struct cfg */
+	const char *description;
+};
+
+/* The table, for documentation. */
+const struct cfg_setting *cfg_settings(size_t *count_r);
+
+/* A configuration holding every default. Caller frees with cfg_free(). */
+struct cfg *cfg_new(void);
+void cfg_free(struct cfg **cfg);
+
+/* Reads path into cfg. On errors, appends one "file:line: message\n" per error to `errors`
+ * and returns -1; cfg then holds the values that parsed. */
+ATTR_WUR int cfg_load(struct cfg *cfg, const char *path, struct buf *errors);
+/* Sets "section.name" to a value in file syntax. */
+ATTR_WUR int cfg_set(struct cfg *cfg, const char *key, const char *value, const char **error_r);
+/* Checks the settings against each other (after load). Appends errors like cfg_load. */
+ATTR_WUR int cfg_check(const struct cfg *cfg, struct buf *errors);
+/* Writes every setting with its effective value, grouped by section, in file syntax. */
+void cfg_show(const struct cfg *cfg, FILE *out, bool with_descriptions);
+/* Writes the reference of all settings as Markdown. */
+void cfg_doc(FILE *out);
+
+/* The effective database path (storage.database, or DATA_DIR/postamt.db). Caller frees. */
+char *cfg_database_path(const struct cfg *cfg);
+unsigned int cfg_io_threads(const struct cfg *cfg);
+
+ATTR_WUR int cfg_parse_duration(const char *s, uint64_t *ms_r);
+ATTR_WUR int cfg_parse_size(const char *s, uint64_t *bytes_r);
+ATTR_WUR int cfg_parse_bool(const char *s, bool *r);
+
+#endif

@@ -1,0 +1,121 @@
+/* Worker pool: one mutex-protected FIFO, condition variable wake-ups. */
+#include "core/tpool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct tpool_task {
+	struct tpool_task *next;
+	tpool_fn *fn;
+	void *arg;
+};
+
+struct tpool {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct tpool_task *head, *tail;
+	size_t pending; /* queued + running */
+	bool stopping;
+	unsigned int nthreads;
+	const char *name;
+	pthread_t threads[];
+};
+
+static void *
+tpool_main(void *p)
+{
+	struct tpool *pool = p;
+
+	pthread_mutex_lock(&pool->lock);
+	for (;;) {
+		struct tpool_task *t;
+
+		while (pool->head == NULL && !pool->stopping)
+			pthread_cond_wait(&pool->wake, &pool->lock);
+		t = pool->head;
+		if (t == NULL)
+			break; /* stopping and drained */
+		pool->head = t->next;
+		if (pool->head == NULL)
+			pool->tail = NULL;
+		pthread_mutex_unlock(&pool->lock);
+		t->fn(t->arg);
+		free(t);
+		pthread_mutex_lock(&pool->lock);
+		pool->pending--;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return NULL;
+}
+
+struct tpool *
+tpool_new(unsigned int nthreads, const char *name)
+{
+	struct tpool *pool;
+
+	ASSERT(nthreads > 0);
+	pool = xcalloc(1, sizeof(*pool) + nthreads * sizeof(pthread_t));
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_cond_init(&pool->wake, NULL);
+	pool->nthreads = nthreads;
+	pool->name = name;
+	for (unsigned int i = 0; i < nthreads; i++) {
+		char tname[16];
+
+		if (pthread_create(&pool->threads[i], NULL, tpool_main, pool) != 0)
+			PANIC("cannot start %s thread", name);
+		snprintf(tname, sizeof(tname), "%.10s/%u", name, i % 100);
+		pthread_setname_np(pool->threads[i], tname);
+	}
+	return pool;
+}
+
+void
+tpool_submit(struct tpool *pool, tpool_fn *fn, void *arg)
+{
+	struct tpool_task *t = xmalloc(sizeof(*t));
+
+	t->next = NULL;
+	t->fn = fn;
+	t->arg = arg;
+	pthread_mutex_lock(&pool->lock);
+	if (pool->tail != NULL)
+		pool->tail->next = t;
+	else
+		pool->head = t;
+	pool->tail = t;
+	pool->pending++;
+	pthread_cond_signal(&pool->wake);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+size_t
+tpool_pending(struct tpool *pool)
+{
+	size_t n;
+
+	pthread_mutex_lock(&pool->lock);
+	n = pool->pending;
+	pthread_mutex_unlock(&pool->lock);
+	return n;
+}
+
+void
+tpool_free(struct tpool **poolp)
+{
+	struct tpool *pool = *poolp;
+
+	if (pool == NULL)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	pool->stopping = true;
+	pthread_cond_broadcast(&pool->wake);
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned int i = 0; i < pool->nthreads; i++)
+		pthread_join(pool->threads[i], NULL);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_cond_destroy(&pool->wake);
+	free(pool);
+	*poolp = NULL;
+}

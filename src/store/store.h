@@ -1,0 +1,219 @@
+/* The storage interface. Protocol code and the CLI see only this header; the engine behind it
+ * (store_sqlite.c today, PostgreSQL later) is chosen by store_open() and no engine type leaks
+ * through.
+ *
+ * Model
+ *   Messages are immutable blobs, one file each under BLOB_DIR, written once and fsynced.
+ *   Everything mutable (domains, accounts, aliases, mailboxes, messages' flags, the outbound
+ *   queue, guard state) is metadata in the database. A blob may be referenced by many mailbox
+ *   messages and queue entries; the engine counts references and removes a blob's file in the
+ *   background once nothing references it.
+ *
+ * Writes
+ *   Every change is a job: a function run inside a transaction (struct store_txn). Jobs from all
+ *   threads are queued to one writer thread, which commits whatever has arrived meanwhile in one
+ *   transaction (group commit); each job runs in its own savepoint, so one failing job does not
+ *   fail the others. A job's blobs are fsynced (in parallel by the sync threads), renamed into
+ *   place and their folders fsynced BEFORE the transaction that references them commits.
+ *   Durability protocol per blob: write, fsync, rename, fsync the folder, commit the metadata.
+ *   Only then is the job's done callback called: a positive answer to a client is sent from
+ *   there, never earlier.
+ *
+ * Threads
+ *   store_open/store_close: the main thread. store_submit, store_exec, the blob functions:
+ *   any thread (store_blob_write only does write(2) into the page cache, never fsync, so I/O
+ *   threads may call it). Synchronous reads (store_*_get/list): any thread but the I/O threads
+ *   (use a worker), each call uses a pooled read connection. Done callbacks run on the writer
+ *   thread and must only hand the result over (e.g. post it to the submitting thread).
+ */
+#ifndef STORE_STORE_H
+#define STORE_STORE_H
+
+#include "core/buf.h"
+
+struct store;
+struct store_txn;
+struct store_job;
+struct store_blob;
+
+/* Result codes of store functions: 0 or one of these (negative). */
+enum store_err {
+	STORE_OK = 0,
+	STORE_ERR_IO = -1,       /* read/write/fsync failure, database error: temporary */
+	STORE_ERR_FULL = -2,     /* disk or database full: temporary */
+	STORE_ERR_EXISTS = -3,   /* unique name already taken */
+	STORE_ERR_NOTFOUND = -4, /* the named object does not exist */
+	STORE_ERR_INVALID = -5,  /* request refused (e.g. removing a domain that has accounts) */
+	STORE_ERR_SHUTDOWN = -6, /* the store is closing; the job was not run */
+};
+
+/* True for the errors a client should retry (4xx, NO [UNAVAILABLE], -ERR [SYS/TEMP]). */
+bool store_err_is_temporary(int err);
+const char *store_err_str(int err);
+
+struct store_options {
+	const char *database; /* path of the database file (borrowed) */
+	const char *blob_dir; /* folder of message blobs (borrowed); created if missing */
+	unsigned int sync_threads;  /* parallel blob fsyncs; 0 = inline in the writer */
+	unsigned int batch_max;     /* jobs per transaction, <= STORE_MAX_BATCH */
+	uint64_t blob_orphan_age;   /* ms: an unreferenced file older than this is garbage */
+	uint64_t blob_sweep_interval; /* ms between orphan sweeps; 0 = never */
+	/* true (serve): start the writer thread, sync threads and background blob removal.
+	 * false (CLI, tools): store_exec runs the job in its own transaction on the caller's
+	 * thread. Both may run against one database at the same time. */
+	bool background;
+};
+
+/* Opens (creating if needed) the database and blob folder and applies schema migrations.
+ * Start-up cost does not depend on the number of messages or queue entries. */
+ATTR_WUR int store_open(const struct store_options *opts, struct store **store_r,
+                        const char **error_r);
+/* Runs every job already submitted, stops the threads and closes. Sets *store to NULL. */
+void store_close(struct store **store);
+
+/* ---- Blobs ------------------------------------------------------------------------------ */
+
+/* Starts a new blob in BLOB_DIR/tmp. Caller owns it until it hands it to a job. */
+ATTR_WUR int store_blob_new(struct store *store, struct store_blob **blob_r, const char **error_r);
+/* Appends bytes (write(2) only; no fsync). Returns 0 or STORE_ERR_IO/STORE_ERR_FULL. */
+ATTR_WUR int store_blob_write(struct store_blob *blob, const void *data, size_t len);
+/* The blob's id (32 hex digits): valid while the blob exists. */
+const char *store_blob_id(const struct store_blob *blob);
+uint64_t store_blob_size(const struct store_blob *blob);
+/* Discards a blob that was never handed to a job: its file is removed. */
+void store_blob_free(struct store_blob **blob);
+/* Path of a committed blob's file, for reading. Caller frees. */
+char *store_blob_path(struct store *store, const char *blob_id);
+
+/* ---- Jobs ------------------------------------------------------------------------------- */
+
+/* Runs inside the transaction. Returns STORE_OK or an error code; on error the job's changes
+ * are rolled back (its savepoint) and the message set with store_txn_error() is reported. */
+typedef int store_job_fn(struct store_txn *txn, void *ctx);
+/* Called exactly once when the job is committed or has failed. Takes ownership of the job:
+ * read it with store_job_result() and free it with store_job_free(). */
+typedef void store_done_fn(struct store_job *job, void *ctx);
+
+struct store_job *store_job_new(store_job_fn *run, store_done_fn *done, void *ctx);
+/* The job takes ownership of the blob and sets *blob to NULL. The blob is fsynced and put in
+ * place before the job's transaction commits; if the job fails, the file is removed. The job
+ * function refers to it by store_blob_id() (the blob stays valid while the job runs). */
+void store_job_add_blob(struct store_job *job, struct store_blob **blob);
+/* After done: STORE_OK or the error code, and a message (valid until store_job_free). */
+int store_job_result(const struct store_job *job, const char **error_r);
+void store_job_free(struct store_job **job);
+/* Queues the job; takes ownership until done is called. With background=false runs it now. */
+void store_submit(struct store *store, struct store_job *job);
+/* Runs fn in a job and waits for the commit. Returns STORE_OK or the error code; *error_r is
+ * valid until the next store_exec on this thread. Not for I/O threads. */
+int store_exec(struct store *store, store_job_fn *fn, void *ctx, const char **error_r);
+
+/* ---- Writes (inside a job) -------------------------------------------------------------- */
+
+ATTR_FORMAT(2, 3) void store_txn_error(struct store_txn *txn, const char *fmt, ...);
+/* Seconds since the epoch at which this transaction runs. */
+int64_t store_txn_now(const struct store_txn *txn);
+
+int store_txn_domain_add(struct store_txn *txn, const char *domain);
+/* Refused (STORE_ERR_INVALID) while the domain has accounts or aliases. */
+int store_txn_domain_remove(struct store_txn *txn, const char *domain);
+/* The domain of `address` must exist. Creates the account's default mailboxes: INBOX,
+ * Drafts, Sent, Junk, Trash and Archive with their special-use attributes (RFC 6154). */
+int store_txn_account_add(struct store_txn *txn, const char *address, const char *pwhash,
+                          int64_t *id_r);
+int store_txn_account_set_password(struct store_txn *txn, const char *address,
+                                   const char *pwhash);
+/* Removes the account, its mailboxes and messages (blobs lose their references). */
+int store_txn_account_remove(struct store_txn *txn, const char *address);
+/* source: "user@domain" or "@domain" (catch-all); target: any address, local or remote.
+ * The source's domain must exist. */
+int store_txn_alias_add(struct store_txn *txn, const char *source, const char *target);
+/* target NULL removes every alias of source. */
+int store_txn_alias_remove(struct store_txn *txn, const char *source, const char *target);
+
+/* System flags of a message (RFC 3501 2.3.2); keywords are stored apart. */
+enum store_flag {
+	STORE_FLAG_SEEN = 1 << 0,
+	STORE_FLAG_ANSWERED = 1 << 1,
+	STORE_FLAG_FLAGGED = 1 << 2,
+	STORE_FLAG_DELETED = 1 << 3,
+	STORE_FLAG_DRAFT = 1 << 4,
+};
+
+/* Adds a message referencing blob_id (a blob of this job, or one already committed) to the
+ * mailbox: assigns uid = UIDNEXT and a new MODSEQ. */
+int store_txn_deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id,
+                      uint32_t flags, int64_t internaldate, uint32_t *uid_r);
+/* Removes one message (its blob loses a reference). */
+int store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid);
+/* Puts a message for remote recipients into the outbound queue: one entry, one row per
+ * recipient. Returns the queue id. */
+int store_txn_queue_add(struct store_txn *txn, const char *blob_id, const char *sender,
+                        const char *const *rcpts, size_t nrcpts, int priority, int64_t *id_r);
+int store_txn_queue_remove(struct store_txn *txn, int64_t queue_id);
+
+/* ---- Reads (synchronous; not on I/O threads) -------------------------------------------- */
+
+struct store_account {
+	int64_t id;
+	int64_t domain_id;
+	char address[256];
+	char pwhash[256];
+	int64_t created;
+	bool disabled;
+};
+
+struct store_mailbox {
+	int64_t id;
+	int64_t account_id;
+	char name[256];
+	char special_use[32]; /* "\\Sent" etc., or "" */
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+	uint64_t highestmodseq;
+	uint32_t messages; /* count */
+};
+
+struct store_message {
+	int64_t mailbox_id;
+	uint32_t uid;
+	char blob_id[33];
+	uint64_t size;         /* bytes */
+	int64_t internaldate;  /* seconds since the epoch */
+	uint32_t flags;        /* enum store_flag */
+	uint64_t modseq;
+};
+
+/* Callbacks return 0 to go on, non-zero to stop (which the list call then returns). */
+typedef int store_name_cb(const char *name, void *ctx);
+typedef int store_account_cb(const struct store_account *account, void *ctx);
+typedef int store_alias_cb(const char *source, const char *target, void *ctx);
+typedef int store_mailbox_cb(const struct store_mailbox *mailbox, void *ctx);
+typedef int store_message_cb(const struct store_message *message, void *ctx);
+
+/* 1 = exists, 0 = does not, or a negative store_err. */
+int store_domain_exists(struct store *store, const char *domain);
+int store_domain_list(struct store *store, store_name_cb *cb, void *ctx);
+/* 1 = found (filled in), 0 = no such account, or a negative store_err. */
+int store_account_get(struct store *store, const char *address, struct store_account *r);
+/* domain NULL lists all accounts. */
+int store_account_list(struct store *store, const char *domain, store_account_cb *cb, void *ctx);
+int store_alias_list(struct store *store, store_alias_cb *cb, void *ctx);
+int store_mailbox_list(struct store *store, int64_t account_id, store_mailbox_cb *cb, void *ctx);
+/* 1 = found, 0 = no such mailbox, or a negative store_err. */
+int store_mailbox_get(struct store *store, int64_t account_id, const char *name,
+                      struct store_mailbox *r);
+int store_message_list(struct store *store, int64_t mailbox_id, store_message_cb *cb, void *ctx);
+/* Number of queue entries (messages), for tests and stats. */
+int store_queue_count(struct store *store, uint64_t *count_r);
+
+/* Consistency check (fsck): every referenced blob exists with its recorded size, reference
+ * counts match, UIDs are below UIDNEXT. Appends one line per problem to `report`; returns the
+ * number of problems, or a negative store_err. Reads every row: for tools and tests only. */
+int store_check(struct store *store, struct buf *report);
+
+/* Runs one pass of background blob removal now (unreferenced blobs and orphans older than
+ * blob_orphan_age). Returns the number of files removed. For tests and `postamt store gc`. */
+int store_blob_gc(struct store *store);
+
+#endif
