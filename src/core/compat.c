@@ -76,6 +76,16 @@ xstrndup(const char *s, size_t n)
 }
 
 char *
+xmemdup0(const void *p, size_t n)
+{
+	char *s = xmalloc(n + 1);
+
+	memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
+char *
 xasprintf(const char *fmt, ...)
 {
 	va_list ap;

@@ -27,6 +27,8 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* Copies exactly n bytes (which need not be NUL-terminated, e.g. a span) and adds a NUL. */
+char *xmemdup0(const void *p, size_t n);
 ATTR_FORMAT(1, 2) char *xasprintf(const char *fmt, ...);
 
 #endif

@@ -29,6 +29,8 @@ static const struct cfg_setting settings[] = {
 	    "When started as root: bind the ports, then run as this user (empty = keep the starting user)"),
 	ROW("server", "io_threads", CFG_UINT, "0", 0, NET_MAX_IO_THREADS, NULL, io_threads,
 	    "Network threads, each with its own event loop; 0 = one per CPU core"),
+	ROW("server", "workers", CFG_UINT, "4", 1, 256, NULL, workers,
+	    "Threads for lookups that may block (recipients, aliases), off the network threads"),
 	ROW("server", "shutdown_grace", CFG_DURATION, "30s", 0, MINUTES(10), NULL, shutdown_grace,
 	    "On SIGTERM, how long sessions may take to finish their transaction before they are closed"),
 
@@ -70,6 +72,22 @@ static const struct cfg_setting settings[] = {
 	    handshake_timeout, "Time allowed for a TLS handshake"),
 	ROW("limits", "max_output_buffer", CFG_SIZE, "1M", KIB(16), GIB(1), NULL, max_output_buffer,
 	    "Bytes waiting for a client that does not read before the connection is dropped"),
+
+	ROW("smtp", "max_message_size", CFG_SIZE, "35M", KIB(64), GIB(2), NULL, smtp_max_message_size,
+	    "Largest message accepted (SIZE); enforced while the message streams in"),
+	ROW("smtp", "max_recipients", CFG_UINT, "1000", 1, 100000, NULL, smtp_max_recipients,
+	    "Recipients in one transaction (RFC 5321 4.5.3.1.8 asks for at least 100)"),
+	ROW("smtp", "max_bad_commands", CFG_UINT, "10", 1, 1000, NULL, smtp_max_bad_commands,
+	    "Refused or malformed commands before the connection is closed"),
+	ROW("smtp", "max_received_headers", CFG_UINT, "50", 10, 1000, NULL, smtp_max_received,
+	    "A message with more Received: fields is a mail loop (554 5.4.6)"),
+	ROW("smtp", "data_timeout", CFG_DURATION, "10m", SECONDS(10), HOURS(2), NULL,
+	    smtp_data_timeout, "Longest time one DATA or BDAT transfer may take"),
+	ROW("smtp", "min_data_rate", CFG_SIZE, "1K", 0, MIB(100), NULL, smtp_min_data_rate,
+	    "Slowest average transfer accepted after the first 30 s (bytes per second; 0 = off)"),
+	ROW("smtp", "plaintext_auth_loopback", CFG_BOOL, "yes", 0, 1, NULL,
+	    smtp_plaintext_auth_loopback,
+	    "Allow AUTH without TLS from loopback addresses (elsewhere TLS is always required)"),
 
 	ROW("storage", "engine", CFG_ENUM, "sqlite", 0, 0, "sqlite", storage_engine,
 	    "Metadata engine"),
@@ -390,7 +408,9 @@ cfg_set(struct cfg *cfg, const char *key, const char *value, const char **error_
 int
 cfg_load(struct cfg *cfg, const char *path, struct buf *errors)
 {
-	char line[CFG_MAX_LINE + 2], section[64] = "";
+	char line[CFG_MAX_LINE + 2], section[64] = "", *raw = NULL;
+	size_t rawcap = 0;
+	ssize_t nread;
 	unsigned int lineno = 0;
 	bool seen[N_ELEMENTS(settings)] = {false};
 	int ret = 0;
@@ -403,27 +423,27 @@ cfg_load(struct cfg *cfg, const char *path, struct buf *errors)
 		buf_printf(errors, "%s: cannot open: %s\n", path, strerror(errno));
 		return -1;
 	}
-	while (fgets(line, sizeof(line), f) != NULL) {
-		size_t len = strlen(line);
+	while ((nread = getline(&raw, &rawcap, f)) >= 0) {
+		size_t len = (size_t)nread;
 		const struct cfg_setting *s;
 		const char *error;
 		char *p, *eq, *name, *value;
 
 		lineno++;
-		if (len > 0 && line[len - 1] != '\n' && !feof(f)) {
-			int c;
-			buf_printf(errors, "%s:%u: line longer than %d bytes\n", path, lineno,
-			           CFG_MAX_LINE);
-			ret = -1;
-			while ((c = fgetc(f)) != EOF && c != '\n')
-				;
-			continue;
-		}
-		if (memchr(line, '\0', len) != NULL || strlen(line) != len) {
+		if (len > 0 && raw[len - 1] == '\n')
+			raw[--len] = '\0';
+		if (memchr(raw, '\0', len) != NULL) {
 			buf_printf(errors, "%s:%u: NUL byte in line\n", path, lineno);
 			ret = -1;
 			continue;
 		}
+		if (len > CFG_MAX_LINE) {
+			buf_printf(errors, "%s:%u: line longer than %d bytes\n", path, lineno,
+			           CFG_MAX_LINE);
+			ret = -1;
+			continue;
+		}
+		memcpy(line, raw, len + 1);
 		p = str_trim(line);
 		if (*p == '\0' || *p == '#' || *p == ';')
 			continue;
@@ -481,6 +501,7 @@ cfg_load(struct cfg *cfg, const char *path, struct buf *errors)
 		buf_printf(errors, "%s: read error: %s\n", path, strerror(errno));
 		ret = -1;
 	}
+	free(raw);
 	fclose(f);
 	return ret;
 }

@@ -34,6 +34,7 @@ struct cfg {
 	char *user;
 	uint64_t io_threads;     /* count; 0 = one per core */
 	uint64_t shutdown_grace; /* ms given to in-flight sessions on SIGTERM */
+	uint64_t workers;        /* threads for blocking lookups */
 	/* [listen] */
 	char *listen_smtp;
 	char *listen_submission;
@@ -54,6 +55,14 @@ struct cfg {
 	uint64_t idle_timeout;      /* ms */
 	uint64_t handshake_timeout; /* ms */
 	uint64_t max_output_buffer; /* bytes queued for a slow reader before it is dropped */
+	/* [smtp] */
+	uint64_t smtp_max_message_size; /* bytes */
+	uint64_t smtp_max_recipients;   /* per transaction */
+	uint64_t smtp_max_bad_commands; /* before disconnecting */
+	uint64_t smtp_max_received;     /* Received: fields before we call it a loop */
+	uint64_t smtp_data_timeout;     /* ms for a whole DATA/BDAT transfer */
+	uint64_t smtp_min_data_rate;    /* bytes/s averaged over a transfer, after 30 s */
+	uint64_t smtp_plaintext_auth_loopback; /* bool */
 	/* [storage] */
 	char *storage_engine;
 	char *database;

@@ -8,8 +8,10 @@
 #define CFG_MAX_LINE 4096
 /* Longest e-mail address we store: RFC 5321 4.5.3.1.3 path of 256 octets incl. brackets. */
 #define AUTH_MAX_ADDRESS 254
-/* Passwords: long enough for any password manager, short enough that hashing stays cheap. */
-#define AUTH_MAX_PASSWORD 1024
+/* Passwords: long enough for any password manager; libxcrypt takes at most 511 bytes
+ * (CRYPT_MAX_PASSPHRASE_SIZE 512 with the NUL), and a password it cannot hash must not be
+ * accepted by `user add` only to fail every login. */
+#define AUTH_MAX_PASSWORD 511
 /* AUTH responses (base64) before decoding: Dovecot max_auth_size. */
 #define AUTH_MAX_SASL_RESPONSE 8192
 /* Bytes of one sanitised log field: enough to recognise, too little to flood the log. */

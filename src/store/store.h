@@ -199,6 +199,9 @@ int store_account_get(struct store *store, const char *address, struct store_acc
 /* domain NULL lists all accounts. */
 int store_account_list(struct store *store, const char *domain, store_account_cb *cb, void *ctx);
 int store_alias_list(struct store *store, store_alias_cb *cb, void *ctx);
+/* The targets of one alias source ("user@domain" or "@domain"), compared case-insensitively.
+ * Returns the callback's stop value, 0, or a negative store_err. */
+int store_alias_targets(struct store *store, const char *source, store_alias_cb *cb, void *ctx);
 int store_mailbox_list(struct store *store, int64_t account_id, store_mailbox_cb *cb, void *ctx);
 /* 1 = found, 0 = no such mailbox, or a negative store_err. */
 int store_mailbox_get(struct store *store, int64_t account_id, const char *name,

@@ -1,0 +1,22 @@
+/* Shared inside src/net only. */
+#ifndef NET_INTERNAL_H
+#define NET_INTERNAL_H
+
+#include "net/net.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* Per-client-address connection counting; IPv6 addresses count per /64. Thread-safe. */
+struct net_iplimit;
+struct net_iplimit *net__iplimit_new(void);
+void net__iplimit_free(struct net_iplimit **lim);
+/* Counts one more connection from addr unless that would exceed max; returns false then. */
+bool net__iplimit_take(struct net_iplimit *lim, const struct sockaddr_storage *addr, uint64_t max);
+void net__iplimit_release(struct net_iplimit *lim, const struct sockaddr_storage *addr);
+
+/* Splits a CFG_ADDRS value and binds listening sockets; returns the number of fds put into
+ * fds (at most max), or -1 with error_r. Binds only numeric addresses: no DNS at start. */
+int net__bind_addrs(const char *addrs, int *fds, size_t max, const char **error_r);
+
+#endif

@@ -1,0 +1,13 @@
+/* Minimal protocol handlers that hold each port until its full protocol server is in place:
+ * they greet, answer capabilities, NOOP, STARTTLS/STLS and QUIT/LOGOUT, and refuse every other
+ * command with a TEMPORARY error, so a sender retries later and nothing is lost or bounced. */
+#ifndef PROTO_GREETER_H
+#define PROTO_GREETER_H
+
+#include "net/net.h"
+
+/* hostname is borrowed and must outlive the server. */
+void greeter_set_hostname(const char *hostname);
+const struct net_proto *greeter_proto(enum net_service svc);
+
+#endif

@@ -1,0 +1,215 @@
+/* Recipient resolution (see smtp_resolve.h). Addresses are compared case-insensitively: the
+ * store does that for accounts and aliases, and domains are lower-cased here. */
+#include "smtp/smtp_resolve.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct resolve {
+	struct store *store;
+	struct smtp_route *route;
+	bool tempfail;
+	size_t targets; /* count, bounded by SMTP_RESOLVE_MAX_TARGETS */
+};
+
+static void
+add_mailbox(struct resolve *r, int64_t id)
+{
+	struct smtp_route *rt = r->route;
+
+	for (size_t i = 0; i < rt->nmailboxes; i++) {
+		if (rt->mailboxes[i] == id)
+			return;
+	}
+	rt->mailboxes = xrealloc(rt->mailboxes, (rt->nmailboxes + 1) * sizeof(*rt->mailboxes));
+	rt->mailboxes[rt->nmailboxes++] = id;
+}
+
+static void
+add_remote(struct resolve *r, const char *address)
+{
+	struct smtp_route *rt = r->route;
+
+	for (size_t i = 0; i < rt->nremote; i++) {
+		if (strcasecmp(rt->remote[i], address) == 0)
+			return;
+	}
+	rt->remote = xrealloc(rt->remote, (rt->nremote + 1) * sizeof(*rt->remote));
+	rt->remote[rt->nremote++] = xstrdup(address);
+}
+
+/* 1 = delivered to the account's INBOX, 0 = no such account, -1 = store error. */
+static int
+try_account(struct resolve *r, const char *address)
+{
+	struct store_account acc;
+	struct store_mailbox mbox;
+	int ret = store_account_get(r->store, address, &acc);
+
+	if (ret <= 0)
+		return ret < 0 ? -1 : 0;
+	if (acc.disabled)
+		return 0;
+	ret = store_mailbox_get(r->store, acc.id, "INBOX", &mbox);
+	if (ret <= 0)
+		return ret < 0 ? -1 : 0;
+	add_mailbox(r, mbox.id);
+	return 1;
+}
+
+static int expand(struct resolve *r, const char *address, unsigned int depth);
+
+struct alias_walk {
+	struct resolve *r;
+	unsigned int depth;
+	int found;
+};
+
+static int
+alias_target(const char *source, const char *target, void *ctx)
+{
+	struct alias_walk *w = ctx;
+	struct resolve *r = w->r;
+	const char *at = strrchr(target, '@');
+	int local;
+
+	if (++r->targets > SMTP_RESOLVE_MAX_TARGETS)
+		return 1;
+	w->found = 1;
+	local = at != NULL ? store_domain_exists(r->store, at + 1) : 0;
+	if (local < 0) {
+		r->tempfail = true;
+		return 1;
+	}
+	if (!local)
+		add_remote(r, target);
+	else if (w->depth + 1 <= SMTP_RESOLVE_MAX_DEPTH)
+		(void)expand(r, target, w->depth + 1);
+	return 0;
+}
+
+/* 1 = aliases found and followed, 0 = none, -1 = store error. */
+static int
+try_aliases(struct resolve *r, const char *source, unsigned int depth)
+{
+	struct alias_walk w = {r, depth, 0};
+
+	if (store_alias_targets(r->store, source, alias_target, &w) < 0 || r->tempfail)
+		return -1;
+	return w.found;
+}
+
+/* Resolves one local address: account, aliases, then the same without +tag. Returns 1 when
+ * the address exists, 0 when not, -1 on store error. */
+static int
+expand(struct resolve *r, const char *address, unsigned int depth)
+{
+	const char *at = strrchr(address, '@');
+	const char *plus;
+	int acc, ali;
+
+	acc = try_account(r, address);
+	ali = try_aliases(r, address, depth);
+	if (acc < 0 || ali < 0)
+		return -1;
+	if (acc > 0 || ali > 0)
+		return 1;
+	plus = memchr(address, '+', (size_t)(at - address));
+	if (plus != NULL && plus > address) {
+		char *base = xasprintf("%.*s%s", (int)(plus - address), address, at);
+		int ret = expand(r, base, depth);
+		free(base);
+		return ret;
+	}
+	return 0;
+}
+
+static int
+first_account(const struct store_account *a, void *ctx)
+{
+	struct store_account *out = ctx;
+
+	if (a->disabled)
+		return 0;
+	*out = *a;
+	return 1;
+}
+
+/* postmaster@ and abuse@ must always work: the domain's first account, else any account. */
+static int
+role_fallback(struct resolve *r, const char *domain)
+{
+	struct store_account acc;
+	int ret;
+
+	memset(&acc, 0, sizeof(acc));
+	ret = store_account_list(r->store, domain, first_account, &acc);
+	if (ret == 0)
+		ret = store_account_list(r->store, NULL, first_account, &acc);
+	if (ret < 0)
+		return -1;
+	if (acc.id == 0)
+		return 0;
+	return try_account(r, acc.address);
+}
+
+enum smtp_resolve_result
+smtp_resolve(struct store *store, const char *address, struct smtp_route *route)
+{
+	struct resolve r = {store, route, false, 0};
+	const char *at = strrchr(address, '@');
+	char *addr, *domain, *catchall;
+	int ret;
+
+	memset(route, 0, sizeof(*route));
+	if (at == NULL) /* RCPT TO:<postmaster> without domain: RFC 5321 4.1.1.3 */
+		addr = xasprintf("%s@", address);
+	else
+		addr = xstrdup(address);
+	at = strrchr(addr, '@');
+	domain = addr + (at - addr) + 1;
+	str_lower(domain);
+	if (domain[0] == '\0') {
+		/* <postmaster> without a domain: this server's postmaster (RFC 5321 4.1.1.3). */
+		ret = strcasecmp(addr, "postmaster@") == 0 ? role_fallback(&r, NULL) : 0;
+		free(addr);
+		if (ret < 0)
+			return SMTP_RESOLVE_TEMPFAIL;
+		return ret > 0 ? SMTP_RESOLVE_LOCAL : SMTP_RESOLVE_UNKNOWN;
+	}
+	ret = store_domain_exists(store, domain);
+	if (ret <= 0) {
+		free(addr);
+		return ret < 0 ? SMTP_RESOLVE_TEMPFAIL : SMTP_RESOLVE_REMOTE;
+	}
+	ret = expand(&r, addr, 0);
+	if (ret == 0) {
+		size_t llen = (size_t)(at - addr);
+		bool role = (llen == 10 && strncasecmp(addr, "postmaster", 10) == 0) ||
+		            (llen == 5 && strncasecmp(addr, "abuse", 5) == 0);
+		catchall = xasprintf("@%s", domain);
+		/* Role addresses are never swallowed by a catch-all's owner by accident: they go to
+		 * the catch-all only when it exists, else to the fallback. */
+		ret = try_aliases(&r, catchall, 0);
+		free(catchall);
+		if (ret == 0 && role)
+			ret = role_fallback(&r, domain);
+	}
+	free(addr);
+	if (ret < 0 || r.tempfail)
+		return SMTP_RESOLVE_TEMPFAIL;
+	if (route->nmailboxes == 0 && route->nremote == 0)
+		return SMTP_RESOLVE_UNKNOWN;
+	return SMTP_RESOLVE_LOCAL;
+}
+
+void
+smtp_route_deinit(struct smtp_route *route)
+{
+	for (size_t i = 0; i < route->nremote; i++)
+		free(route->remote[i]);
+	free(route->remote);
+	free(route->mailboxes);
+	memset(route, 0, sizeof(*route));
+}

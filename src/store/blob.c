@@ -1,0 +1,407 @@
+/* Message files (blobs): creation in BLOB_DIR/tmp, writes, and the durability steps the writer
+ * runs before a commit (fdatasync, rename into BLOB_DIR/<bucket>/<id>, fsync of the folders).
+ *
+ * Invariants: a blob's bucket is the first 8 hex digits of its id (its creation hour), so the
+ * final path follows from the id alone and one batch touches few folders. Every blob alive in
+ * this process is on store->live from store_blob_new() until it is freed; the orphan sweep
+ * never removes a live blob's file. store_blob_write() only calls write(2): I/O threads use it. */
+#include "store/store_internal.h"
+
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int
+store__random(void *dst, size_t len)
+{
+	uint8_t *p = dst;
+
+	while (len > 0) {
+		ssize_t n = getrandom(p, len, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void
+store__tmp_path(const struct store *store, const char *id, char *dst, size_t size)
+{
+	int n = snprintf(dst, size, "%s/%s", store->tmp_dir, id);
+
+	/* store_open checked that BLOB_DIR + bucket + id fits in PATH_MAX. */
+	ASSERT(n > 0 && (size_t)n < size);
+}
+
+int
+store__blob_final_path(const struct store *store, const char *id, char *dst, size_t size)
+{
+	int n = snprintf(dst, size, "%s/%.*s/%s", store->blob_dir, STORE__BUCKET_LEN, id, id);
+
+	return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
+char *
+store_blob_path(struct store *store, const char *blob_id)
+{
+	if (!store__valid_blob_id(blob_id))
+		return NULL;
+	return xasprintf("%s/%.*s/%s", store->blob_dir, STORE__BUCKET_LEN, blob_id, blob_id);
+}
+
+static void
+store__live_add(struct store_blob *blob)
+{
+	struct store *store = blob->store;
+
+	pthread_mutex_lock(&store->blobs_lock);
+	blob->live_prev = NULL;
+	blob->live_next = store->live;
+	if (store->live != NULL)
+		store->live->live_prev = blob;
+	store->live = blob;
+	store->nlive++;
+	pthread_mutex_unlock(&store->blobs_lock);
+}
+
+static void
+store__live_remove(struct store_blob *blob)
+{
+	struct store *store = blob->store;
+
+	pthread_mutex_lock(&store->blobs_lock);
+	if (blob->live_prev != NULL)
+		blob->live_prev->live_next = blob->live_next;
+	else
+		store->live = blob->live_next;
+	if (blob->live_next != NULL)
+		blob->live_next->live_prev = blob->live_prev;
+	store->nlive--;
+	pthread_mutex_unlock(&store->blobs_lock);
+}
+
+static int
+store__id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, STORE__BLOB_ID_LEN);
+}
+
+char (*store__live_snapshot(struct store *store, size_t *n_r))[STORE__BLOB_ID_LEN + 1]
+{
+	char (*ids)[STORE__BLOB_ID_LEN + 1];
+	size_t n = 0;
+
+	pthread_mutex_lock(&store->blobs_lock);
+	ids = xcalloc(store->nlive + 1, sizeof(*ids));
+	for (struct store_blob *b = store->live; b != NULL; b = b->live_next)
+		memcpy(ids[n++], b->id, sizeof(b->id));
+	pthread_mutex_unlock(&store->blobs_lock);
+	qsort(ids, n, sizeof(*ids), store__id_cmp);
+	*n_r = n;
+	return ids;
+}
+
+int
+store_blob_new(struct store *store, struct store_blob **blob_r, const char **error_r)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct store_blob *blob;
+	char path[PATH_MAX];
+	uint8_t rnd[(STORE__BLOB_ID_LEN - STORE__BUCKET_LEN) / 2];
+	uint32_t hour = (uint32_t)((uint64_t)time(NULL) / 3600);
+	int fd = -1, err = 0;
+
+	*blob_r = NULL;
+	blob = xcalloc(1, sizeof(*blob));
+	blob->store = store;
+	blob->fd = -1;
+	blob->state = STORE__BLOB_REMOVED; /* until the file exists */
+	/* O_EXCL makes a collision (2^-96 per pair within an hour) an error we retry, never a
+	 * shared file. */
+	for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
+		if (store__random(rnd, sizeof(rnd)) < 0) {
+			*error_r = store__tls_error("getrandom: %s", strerror(errno));
+			free(blob);
+			return STORE_ERR_IO;
+		}
+		(void)snprintf(blob->id, sizeof(blob->id), "%08x", (unsigned int)hour);
+		for (size_t i = 0; i < sizeof(rnd); i++) {
+			blob->id[STORE__BUCKET_LEN + 2 * i] = hex[rnd[i] >> 4];
+			blob->id[STORE__BUCKET_LEN + 2 * i + 1] = hex[rnd[i] & 15];
+		}
+		blob->id[STORE__BLOB_ID_LEN] = '\0';
+		/* Live before the file exists: the sweep must never see the file without the
+		 * blob in the live set. */
+		store__live_add(blob);
+		store__tmp_path(store, blob->id, path, sizeof(path));
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		if (fd >= 0)
+			break;
+		err = errno;
+		store__live_remove(blob);
+		if (err != EEXIST) {
+			*error_r = store__tls_error("cannot create %s: %s", path, strerror(err));
+			free(blob);
+			return store__errno_err(err);
+		}
+	}
+	if (fd < 0) {
+		*error_r = "cannot create a unique message file";
+		free(blob);
+		return STORE_ERR_IO;
+	}
+	blob->fd = fd;
+	blob->state = STORE__BLOB_TMP;
+	*blob_r = blob;
+	return STORE_OK;
+}
+
+int
+store_blob_write(struct store_blob *blob, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	if (blob->err != STORE_OK)
+		return blob->err;
+	ASSERT(blob->fd >= 0 && blob->state == STORE__BLOB_TMP);
+	while (len > 0) {
+		ssize_t n = write(blob->fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			blob->err = store__errno_err(errno);
+			log_warn("event=blob_write id=%s result=failed error=\"%s\"", blob->id,
+			         strerror(errno));
+			return blob->err;
+		}
+		if (n == 0) { /* no progress: treat like a full disk rather than spin */
+			blob->err = STORE_ERR_FULL;
+			return blob->err;
+		}
+		p += n;
+		len -= (size_t)n;
+		blob->size += (uint64_t)n;
+	}
+	return STORE_OK;
+}
+
+const char *
+store_blob_id(const struct store_blob *blob)
+{
+	return blob->id;
+}
+
+uint64_t
+store_blob_size(const struct store_blob *blob)
+{
+	return blob->size;
+}
+
+static void
+store__blob_close(struct store_blob *blob)
+{
+	if (blob->fd >= 0) {
+		(void)close(blob->fd);
+		blob->fd = -1;
+	}
+}
+
+void
+store__blob_discard(struct store_blob *blob)
+{
+	char path[PATH_MAX];
+
+	store__blob_close(blob);
+	switch (blob->state) {
+	case STORE__BLOB_TMP:
+		store__tmp_path(blob->store, blob->id, path, sizeof(path));
+		break;
+	case STORE__BLOB_PLACED:
+		if (store__blob_final_path(blob->store, blob->id, path, sizeof(path)) < 0)
+			PANIC("blob path too long");
+		break;
+	case STORE__BLOB_COMMITTED:
+	case STORE__BLOB_REMOVED:
+		return;
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		log_warn("event=blob_unlink id=%s result=failed error=\"%s\"", blob->id,
+		         strerror(errno));
+	blob->state = STORE__BLOB_REMOVED;
+}
+
+void
+store__blob_destroy(struct store_blob *blob)
+{
+	/* A blob whose job never reached the writer still has its temporary file. */
+	store__blob_discard(blob);
+	store__live_remove(blob);
+	free(blob);
+}
+
+void
+store_blob_free(struct store_blob **blobp)
+{
+	struct store_blob *blob = *blobp;
+
+	if (blob == NULL)
+		return;
+	ASSERT(!blob->in_job);
+	store__blob_destroy(blob);
+	*blobp = NULL;
+}
+
+int
+store__blob_sync(struct store_blob *blob)
+{
+	int ret = STORE_OK;
+
+	/* fdatasync covers the size (needed to read the data back), which is all we need. */
+	while (fdatasync(blob->fd) < 0) {
+		if (errno == EINTR)
+			continue;
+		log_warn("event=blob_sync id=%s result=failed error=\"%s\"", blob->id,
+		         strerror(errno));
+		ret = store__errno_err(errno);
+		break;
+	}
+	/* After a failed fsync the page cache state is unknown (the kernel may have dropped the
+	 * dirty pages): never retry, fail the job. */
+	if (close(blob->fd) < 0 && ret == STORE_OK && errno != EINTR)
+		ret = store__errno_err(errno);
+	blob->fd = -1;
+	blob->sync_err = ret;
+	return ret;
+}
+
+void
+store__dirset_deinit(struct store__dirset *set)
+{
+	free(set->names);
+	memset(set, 0, sizeof(*set));
+}
+
+static void
+store__dirset_add(struct store__dirset *set, const char *id)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		if (memcmp(set->names[i], id, STORE__BUCKET_LEN) == 0)
+			return;
+	}
+	if (set->n == set->cap) {
+		set->cap = set->cap == 0 ? 4 : set->cap * 2;
+		set->names = xrealloc(set->names, set->cap * sizeof(*set->names));
+	}
+	memcpy(set->names[set->n], id, STORE__BUCKET_LEN);
+	set->names[set->n][STORE__BUCKET_LEN] = '\0';
+	set->n++;
+}
+
+int
+store__blob_place(struct store_blob *blob, struct store__dirset *dirs, const char **error_r)
+{
+	struct store *store = blob->store;
+	char from[PATH_MAX], to[PATH_MAX], bucket[PATH_MAX];
+	int n;
+
+	ASSERT(blob->state == STORE__BLOB_TMP && blob->fd < 0);
+	store__tmp_path(store, blob->id, from, sizeof(from));
+	if (store__blob_final_path(store, blob->id, to, sizeof(to)) < 0)
+		PANIC("blob path too long");
+	n = snprintf(bucket, sizeof(bucket), "%s/%.*s", store->blob_dir, STORE__BUCKET_LEN,
+	             blob->id);
+	ASSERT(n > 0 && (size_t)n < sizeof(bucket));
+	/* Try the rename first: the bucket usually exists. ENOENT means it does not, or the
+	 * sweep just removed it as empty; then create it and retry. */
+	for (int attempt = 0;; attempt++) {
+		if (rename(from, to) == 0)
+			break;
+		if (errno != ENOENT || attempt == 3) {
+			*error_r = store__tls_error("cannot move %s into place: %s", blob->id,
+			                            strerror(errno));
+			return store__errno_err(errno);
+		}
+		if (mkdir(bucket, 0750) == 0) {
+			dirs->parent = true; /* the new folder's entry must be made durable too */
+		} else if (errno != EEXIST) {
+			*error_r = store__tls_error("cannot create %s: %s", bucket, strerror(errno));
+			return store__errno_err(errno);
+		}
+	}
+	blob->state = STORE__BLOB_PLACED;
+	store__dirset_add(dirs, blob->id);
+	return STORE_OK;
+}
+
+int
+store__fsync_dir(const char *path, const char **error_r)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0) {
+		*error_r = store__tls_error("cannot open %s: %s", path, strerror(errno));
+		return store__errno_err(errno);
+	}
+	while (fsync(fd) < 0) {
+		/* EINVAL: this file system cannot sync folders; nothing more we can do. */
+		if (errno == EINVAL)
+			break;
+		if (errno == EINTR)
+			continue;
+		*error_r = store__tls_error("cannot sync %s: %s", path, strerror(errno));
+		(void)close(fd);
+		return store__errno_err(errno);
+	}
+	(void)close(fd);
+	return STORE_OK;
+}
+
+int
+store__dirset_sync(struct store *store, struct store__dirset *dirs, const char **error_r)
+{
+	char path[PATH_MAX];
+	int ret;
+
+	for (size_t i = 0; i < dirs->n; i++) {
+		int n = snprintf(path, sizeof(path), "%s/%s", store->blob_dir, dirs->names[i]);
+
+		ASSERT(n > 0 && (size_t)n < sizeof(path));
+		ret = store__fsync_dir(path, error_r);
+		if (ret != STORE_OK)
+			return ret;
+	}
+	if (dirs->parent)
+		return store__fsync_dir(store->blob_dir, error_r);
+	return STORE_OK;
+}
+
+int
+store__blob_unlink(struct store *store, const char *id)
+{
+	char path[PATH_MAX];
+
+	if (store__blob_final_path(store, id, path, sizeof(path)) < 0)
+		PANIC("blob path too long");
+	if (unlink(path) == 0)
+		return 1;
+	if (errno == ENOENT)
+		return 0;
+	log_warn("event=blob_unlink id=%s result=failed error=\"%s\"", id, strerror(errno));
+	return -1;
+}

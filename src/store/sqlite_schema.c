@@ -1,0 +1,280 @@
+/* The SQLite schema and its migrations. PRAGMA user_version is the number of migration steps
+ * applied; store_open runs the missing ones in one transaction, so a database is always at one
+ * version, never between two. Steps are append-only: a released step is never edited, a change
+ * is a new step.
+ *
+ * Reference counting: blobs.refs counts the rows of messages and queue that name the blob,
+ * maintained by triggers (cascading deletes fire them too); the partial index on refs = 0 is
+ * what the garbage collector reads, so its cost does not grow with the number of messages. */
+#include "store/store_internal.h"
+#include "store/store_sqlite.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+static const char store__schema_v1[] =
+	"CREATE TABLE meta ("
+	"  key TEXT PRIMARY KEY,"
+	"  value TEXT NOT NULL"
+	");"
+	"CREATE TABLE domains ("
+	"  id INTEGER PRIMARY KEY,"
+	"  name TEXT NOT NULL COLLATE NOCASE UNIQUE,"
+	"  created INTEGER NOT NULL"
+	");"
+	"CREATE TABLE accounts ("
+	"  id INTEGER PRIMARY KEY,"
+	"  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE RESTRICT,"
+	"  address TEXT NOT NULL COLLATE NOCASE UNIQUE,"
+	"  pwhash TEXT NOT NULL,"
+	"  created INTEGER NOT NULL,"
+	"  disabled INTEGER NOT NULL DEFAULT 0,"
+	"  quota INTEGER NOT NULL DEFAULT 0" /* bytes; 0 = unlimited */
+	");"
+	"CREATE INDEX accounts_domain ON accounts(domain_id);"
+	"CREATE TABLE aliases ("
+	"  id INTEGER PRIMARY KEY,"
+	"  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE RESTRICT,"
+	"  source TEXT NOT NULL COLLATE NOCASE," /* user@domain, or @domain (catch-all) */
+	"  target TEXT NOT NULL COLLATE NOCASE,"
+	"  UNIQUE (source, target)"
+	");"
+	"CREATE INDEX aliases_domain ON aliases(domain_id);"
+	"CREATE TABLE mailboxes ("
+	"  id INTEGER PRIMARY KEY,"
+	"  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  name TEXT NOT NULL,"
+	"  special_use TEXT NOT NULL DEFAULT '',"
+	"  subscribed INTEGER NOT NULL DEFAULT 1,"
+	"  uidvalidity INTEGER NOT NULL,"
+	"  uidnext INTEGER NOT NULL DEFAULT 1,"
+	"  highestmodseq INTEGER NOT NULL DEFAULT 1,"
+	"  UNIQUE (account_id, name)"
+	");"
+	"CREATE TABLE blobs ("
+	"  id TEXT PRIMARY KEY," /* 32 lower-case hex digits; the file is BLOB_DIR/id[0..8]/id */
+	"  size INTEGER NOT NULL," /* bytes */
+	"  refs INTEGER NOT NULL DEFAULT 0 CHECK (refs >= 0),"
+	"  created INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE INDEX blobs_unreferenced ON blobs(id) WHERE refs = 0;"
+	"CREATE TABLE messages ("
+	"  id INTEGER PRIMARY KEY,"
+	"  mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,"
+	"  uid INTEGER NOT NULL,"
+	"  blob_id TEXT NOT NULL REFERENCES blobs(id),"
+	"  size INTEGER NOT NULL,"
+	"  internaldate INTEGER NOT NULL,"
+	"  flags INTEGER NOT NULL DEFAULT 0," /* enum store_flag bits */
+	"  keywords TEXT NOT NULL DEFAULT ''," /* space-separated IMAP keywords */
+	"  modseq INTEGER NOT NULL,"
+	"  UNIQUE (mailbox_id, uid)"
+	");"
+	"CREATE INDEX messages_blob ON messages(blob_id);"
+	"CREATE TABLE queue ("
+	"  id INTEGER PRIMARY KEY,"
+	"  blob_id TEXT NOT NULL REFERENCES blobs(id),"
+	"  sender TEXT NOT NULL," /* '' = null reverse-path */
+	"  created INTEGER NOT NULL,"
+	"  priority INTEGER NOT NULL DEFAULT 0,"
+	"  held INTEGER NOT NULL DEFAULT 0,"
+	"  size INTEGER NOT NULL,"
+	"  envid TEXT," /* RFC 3461 ENVID */
+	"  ret TEXT" /* RFC 3461 RET: FULL or HDRS */
+	");"
+	"CREATE INDEX queue_sender ON queue(sender);"
+	"CREATE INDEX queue_blob ON queue(blob_id);"
+	"CREATE TABLE queue_rcpts ("
+	"  id INTEGER PRIMARY KEY,"
+	"  queue_id INTEGER NOT NULL REFERENCES queue(id) ON DELETE CASCADE,"
+	"  rcpt TEXT NOT NULL,"
+	"  domain TEXT NOT NULL COLLATE NOCASE,"
+	"  state INTEGER NOT NULL DEFAULT 0,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  next_attempt INTEGER NOT NULL DEFAULT 0,"
+	"  last_error TEXT,"
+	"  notify TEXT," /* RFC 3461 NOTIFY */
+	"  orcpt TEXT" /* RFC 3461 ORCPT */
+	");"
+	"CREATE INDEX queue_rcpts_queue ON queue_rcpts(queue_id);"
+	"CREATE INDEX queue_rcpts_due ON queue_rcpts(state, next_attempt);"
+	"CREATE INDEX queue_rcpts_domain ON queue_rcpts(domain);"
+	"CREATE TABLE guard_bans ("
+	"  ip TEXT NOT NULL,"
+	"  service TEXT NOT NULL,"
+	"  until INTEGER NOT NULL,"
+	"  reason TEXT NOT NULL DEFAULT '',"
+	"  failures INTEGER NOT NULL DEFAULT 0,"
+	"  created INTEGER NOT NULL,"
+	"  PRIMARY KEY (ip, service)"
+	") WITHOUT ROWID;"
+	"CREATE INDEX guard_bans_until ON guard_bans(until);"
+	"CREATE TRIGGER messages_ref AFTER INSERT ON messages BEGIN"
+	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;"
+	"END;"
+	"CREATE TRIGGER messages_unref AFTER DELETE ON messages BEGIN"
+	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;"
+	"END;"
+	"CREATE TRIGGER messages_reref AFTER UPDATE OF blob_id ON messages"
+	"  WHEN OLD.blob_id IS NOT NEW.blob_id BEGIN"
+	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;"
+	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;"
+	"END;"
+	"CREATE TRIGGER queue_ref AFTER INSERT ON queue BEGIN"
+	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;"
+	"END;"
+	"CREATE TRIGGER queue_unref AFTER DELETE ON queue BEGIN"
+	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;"
+	"END;"
+	"CREATE TRIGGER queue_reref AFTER UPDATE OF blob_id ON queue"
+	"  WHEN OLD.blob_id IS NOT NEW.blob_id BEGIN"
+	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;"
+	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;"
+	"END;";
+
+/* A per-server secret for HMACs (e.g. signed tokens), created once with the database. */
+static int
+store__v1_secret(sqlite3 *db, const char **error_r)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t rnd[32];
+	char text[2 * sizeof(rnd) + 1];
+	sqlite3_stmt *st;
+	ssize_t n;
+	int rc;
+
+	do {
+		n = getrandom(rnd, sizeof(rnd), 0);
+	} while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(rnd)) {
+		*error_r = "getrandom failed";
+		return STORE_ERR_IO;
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		text[2 * i] = hex[rnd[i] >> 4];
+		text[2 * i + 1] = hex[rnd[i] & 15];
+	}
+	text[2 * sizeof(rnd)] = '\0';
+	explicit_bzero(rnd, sizeof(rnd));
+	rc = sqlite3_prepare_v2(db, "INSERT INTO meta (key, value) VALUES ('server_secret', ?1)",
+	                        -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	explicit_bzero(text, sizeof(text));
+	if (rc != SQLITE_DONE) {
+		*error_r = store__tls_error("cannot store the server secret: %s",
+		                            sqlite3_errmsg(db));
+		return STORE_ERR_IO;
+	}
+	return STORE_OK;
+}
+
+struct store__migration {
+	const char *sql;
+	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
+};
+
+static const struct store__migration store__migrations[] = {
+	{store__schema_v1, store__v1_secret},
+};
+
+int
+store__sqlite_schema_version(void)
+{
+	return (int)N_ELEMENTS(store__migrations);
+}
+
+static int
+store__user_version(sqlite3 *db, int *version_r)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*version_r = sqlite3_column_int(st, 0);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int
+store__sqlite_errcode(sqlite3 *db, int rc)
+{
+	if ((rc & 0xff) == SQLITE_FULL)
+		return STORE_ERR_FULL;
+	if ((rc & 0xff) == SQLITE_IOERR)
+		return store__errno_err(sqlite3_system_errno(db));
+	return STORE_ERR_IO;
+}
+
+int
+store__sqlite_migrate(sqlite3 *db, const char **error_r)
+{
+	const int newest = store__sqlite_schema_version();
+	char sql[64];
+	int version = 0, rc, ret = STORE_OK;
+
+	/* IMMEDIATE: two processes opening a new database at once must not both migrate. The
+	 * version is read inside the transaction for the same reason. */
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		*error_r = store__tls_error("cannot lock the database: %s", sqlite3_errmsg(db));
+		return store__sqlite_errcode(db, rc);
+	}
+	rc = store__user_version(db, &version);
+	if (rc != SQLITE_OK) {
+		*error_r = store__tls_error("cannot read the schema version: %s",
+		                            sqlite3_errmsg(db));
+		ret = store__sqlite_errcode(db, rc);
+		goto fail;
+	}
+	if (version > newest) {
+		*error_r = store__tls_error("database schema version %d is newer than this "
+		                            "program's (%d)", version, newest);
+		ret = STORE_ERR_INVALID;
+		goto fail;
+	}
+	if (version == newest) {
+		(void)sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+		return STORE_OK;
+	}
+	for (int v = version; v < newest; v++) {
+		rc = sqlite3_exec(db, store__migrations[v].sql, NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			*error_r = store__tls_error("schema migration %d failed: %s", v + 1,
+			                            sqlite3_errmsg(db));
+			ret = store__sqlite_errcode(db, rc);
+			goto fail;
+		}
+		if (store__migrations[v].post != NULL) {
+			ret = store__migrations[v].post(db, error_r);
+			if (ret != STORE_OK)
+				goto fail;
+		}
+	}
+	/* PRAGMA takes no parameters; the value is our own constant, not outside data. */
+	(void)snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", newest);
+	rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		*error_r = store__tls_error("cannot commit the schema: %s", sqlite3_errmsg(db));
+		ret = store__sqlite_errcode(db, rc);
+		goto fail;
+	}
+	return STORE_OK;
+fail:
+	if (!sqlite3_get_autocommit(db))
+		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return ret;
+}

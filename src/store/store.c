@@ -1,0 +1,734 @@
+/* The engine-independent front of the store: open/close, argument checking and normalisation,
+ * and dispatch of every store.h call to the engine's vtable (struct store_ops).
+ *
+ * Invariants: names reach the engine checked and normalised (domains in lower case, addresses
+ * as local@domain with the domain lowered; comparisons stay case-insensitive in the engine);
+ * a transaction call after the engine lost its transaction fails instead of running in
+ * autocommit mode, so a job is never half-applied. */
+#include "store/store_internal.h"
+
+#include "core/limits.h"
+#include "core/log.h"
+#include "core/tpool.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Longest domain name: RFC 1035 2.3.4 (253 octets in text form). */
+#define STORE__MAX_DOMAIN 253
+
+bool
+store_err_is_temporary(int err)
+{
+	return err == STORE_ERR_IO || err == STORE_ERR_FULL || err == STORE_ERR_SHUTDOWN;
+}
+
+const char *
+store_err_str(int err)
+{
+	switch (err) {
+	case STORE_OK:
+		return "ok";
+	case STORE_ERR_IO:
+		return "storage error";
+	case STORE_ERR_FULL:
+		return "storage full";
+	case STORE_ERR_EXISTS:
+		return "already exists";
+	case STORE_ERR_NOTFOUND:
+		return "not found";
+	case STORE_ERR_INVALID:
+		return "invalid request";
+	case STORE_ERR_SHUTDOWN:
+		return "storage shutting down";
+	default:
+		return "unknown storage error";
+	}
+}
+
+int
+store__errno_err(int err)
+{
+	return err == ENOSPC || err == EDQUOT ? STORE_ERR_FULL : STORE_ERR_IO;
+}
+
+const char *
+store__tls_error(const char *fmt, ...)
+{
+	static _Thread_local char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap); /* truncation only shortens a message */
+	va_end(ap);
+	return msg;
+}
+
+void
+store__stats(struct store *store, struct store__stats *r)
+{
+	pthread_mutex_lock(&store->lock);
+	*r = store->stats;
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* ---- Names ------------------------------------------------------------------------------ */
+
+bool
+store__valid_blob_id(const char *id)
+{
+	size_t i;
+
+	for (i = 0; id[i] != '\0'; i++) {
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return false;
+	}
+	return i == STORE__BLOB_ID_LEN;
+}
+
+/* Checks a domain (a DNS name in text form; U-labels are passed through as UTF-8) and writes it
+ * in lower case to dst. Returns NULL or the reason it is refused. */
+static const char *
+store__norm_domain(const char *s, size_t len, char *dst, size_t size)
+{
+	if (len == 0)
+		return "empty domain";
+	if (len > STORE__MAX_DOMAIN || len >= size)
+		return "domain too long";
+	if (s[0] == '.' || s[len - 1] == '.')
+		return "domain starts or ends with a dot";
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '.' && s[i + 1] == '.')
+			return "empty label in domain";
+		if (!(c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'))
+			return "invalid character in domain";
+		dst[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+	}
+	dst[len] = '\0';
+	return NULL;
+}
+
+/* Checks "local@domain" (or "@domain" when catchall is allowed) and writes it with the domain in
+ * lower case to dst; *domain_r points at the domain inside dst. Returns NULL or the reason. */
+static const char *
+store__norm_address(const char *s, bool catchall, char *dst, size_t size,
+                    const char **domain_r)
+{
+	const char *at = strrchr(s, '@'), *why;
+	size_t len = strlen(s), llen;
+
+	if (at == NULL)
+		return "address without @";
+	if (len > AUTH_MAX_ADDRESS || len >= size)
+		return "address too long";
+	llen = (size_t)(at - s);
+	if (llen == 0 && !catchall)
+		return "empty local part";
+	for (size_t i = 0; i < llen; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		/* Quoted local parts with spaces or '@' are legal (RFC 5321 4.1.2) but unused in
+		 * practice; refusing them keeps one canonical, log-safe form. */
+		if (c <= 0x20 || c == 0x7f || c == '@' || c == '"' || c == '\\')
+			return "invalid character in local part";
+	}
+	memcpy(dst, s, llen + 1);
+	why = store__norm_domain(at + 1, len - llen - 1, dst + llen + 1, size - llen - 1);
+	if (why != NULL)
+		return why;
+	*domain_r = dst + llen + 1;
+	return NULL;
+}
+
+/* A password hash or similar opaque token: printable, no separators that break logs. */
+static const char *
+store__check_token(const char *s, size_t max, const char *what)
+{
+	size_t len = strlen(s);
+
+	if (len == 0)
+		return what;
+	if (len >= max)
+		return what;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x21 || c == 0x7f)
+			return what;
+	}
+	return NULL;
+}
+
+/* ---- Open and close --------------------------------------------------------------------- */
+
+/* Creates a folder if missing; a new folder's entry is made durable in its parent, since
+ * committed rows will point into it. */
+static int
+store__mkdir(const char *path, const char **error_r)
+{
+	char *parent;
+	char *slash;
+	int ret;
+
+	if (mkdir(path, 0750) < 0) {
+		if (errno == EEXIST)
+			return STORE_OK;
+		*error_r = store__tls_error("cannot create %s: %s", path, strerror(errno));
+		return store__errno_err(errno);
+	}
+	parent = xstrdup(path);
+	slash = strrchr(parent, '/');
+	if (slash == NULL)
+		ret = store__fsync_dir(".", error_r);
+	else if (slash == parent)
+		ret = store__fsync_dir("/", error_r);
+	else {
+		*slash = '\0';
+		ret = store__fsync_dir(parent, error_r);
+	}
+	free(parent);
+	return ret;
+}
+
+static void
+store__free(struct store *store)
+{
+	pthread_mutex_destroy(&store->write_lock);
+	pthread_mutex_destroy(&store->lock);
+	pthread_cond_destroy(&store->wake);
+	pthread_cond_destroy(&store->gc_done);
+	pthread_cond_destroy(&store->sweep_wake);
+	pthread_mutex_destroy(&store->blobs_lock);
+	pthread_mutex_destroy(&store->sweep_lock);
+	free(store->database);
+	free(store->blob_dir);
+	free(store->tmp_dir);
+	free(store);
+}
+
+int
+store_open(const struct store_options *opts, struct store **store_r, const char **error_r)
+{
+	struct store *store;
+	pthread_condattr_t cattr;
+	int ret;
+
+	*store_r = NULL;
+	*error_r = NULL;
+	if (opts->database == NULL || opts->database[0] == '\0' || opts->blob_dir == NULL ||
+	    opts->blob_dir[0] == '\0') {
+		*error_r = "database and blob folder must be set";
+		return STORE_ERR_INVALID;
+	}
+	if (opts->batch_max > STORE_MAX_BATCH || opts->sync_threads > STORE_MAX_SYNC_THREADS) {
+		*error_r = store__tls_error("batch_max (max %d) or sync_threads (max %d) too large",
+		                            STORE_MAX_BATCH, STORE_MAX_SYNC_THREADS);
+		return STORE_ERR_INVALID;
+	}
+	/* Every blob path is BLOB_DIR/bucket/id: checking the length once here lets the path
+	 * helpers never fail. */
+	if (strlen(opts->blob_dir) + 2 + STORE__BUCKET_LEN + STORE__BLOB_ID_LEN >= PATH_MAX) {
+		*error_r = "blob folder path too long";
+		return STORE_ERR_INVALID;
+	}
+
+	store = xcalloc(1, sizeof(*store));
+	store->ops = &store__sqlite_ops;
+	store->opts = *opts;
+	store->database = xstrdup(opts->database);
+	store->blob_dir = xstrdup(opts->blob_dir);
+	store->tmp_dir = xasprintf("%s/tmp", opts->blob_dir);
+	store->opts.database = store->database;
+	store->opts.blob_dir = store->blob_dir;
+	if (store->opts.batch_max == 0)
+		store->opts.batch_max = STORE__DEFAULT_BATCH;
+	pthread_mutex_init(&store->write_lock, NULL);
+	pthread_mutex_init(&store->lock, NULL);
+	pthread_mutex_init(&store->blobs_lock, NULL);
+	pthread_mutex_init(&store->sweep_lock, NULL);
+	/* Timed waits use the monotonic clock: a wall-clock jump must not stall the sweeps. */
+	pthread_condattr_init(&cattr);
+	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+	pthread_cond_init(&store->wake, &cattr);
+	pthread_cond_init(&store->sweep_wake, &cattr);
+	pthread_condattr_destroy(&cattr);
+	pthread_cond_init(&store->gc_done, NULL);
+
+	ret = store__mkdir(store->blob_dir, error_r);
+	if (ret == STORE_OK)
+		ret = store__mkdir(store->tmp_dir, error_r);
+	if (ret != STORE_OK) {
+		store__free(store);
+		return ret;
+	}
+	ret = store->ops->open(store, error_r);
+	if (ret != STORE_OK) {
+		store__free(store);
+		return ret;
+	}
+	if (opts->background) {
+		if (opts->sync_threads > 0)
+			store->sync_pool = tpool_new(opts->sync_threads, "store-sync");
+		ret = store__writer_start(store, error_r);
+		if (ret == STORE_OK)
+			ret = store__sweeper_start(store, error_r);
+		if (ret != STORE_OK) {
+			store_close(&store);
+			return ret;
+		}
+	}
+	*store_r = store;
+	return STORE_OK;
+}
+
+void
+store_close(struct store **storep)
+{
+	struct store *store = *storep;
+
+	if (store == NULL)
+		return;
+	/* The sweeper first: it reads the database and must not outlive the connections. The
+	 * writer then commits everything already queued. */
+	store__sweeper_stop(store);
+	store__writer_stop(store);
+	tpool_free(&store->sync_pool);
+	if (store->nlive > 0)
+		log_warn("event=store_close blobs_alive=%zu", store->nlive);
+	store->ops->close(store);
+	store__free(store);
+	*storep = NULL;
+}
+
+/* ---- Transactions ----------------------------------------------------------------------- */
+
+void
+store_txn_error(struct store_txn *txn, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	/* The first message wins: it names the cause, later ones its consequences. */
+	if (txn->job == NULL || txn->job->error != NULL)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	txn->job->error = msg;
+}
+
+int64_t
+store_txn_now(const struct store_txn *txn)
+{
+	return txn->now;
+}
+
+bool
+store__txn_owns_blob(const struct store_txn *txn, const char *blob_id)
+{
+	if (txn->job == NULL)
+		return false;
+	for (size_t i = 0; i < txn->job->nblobs; i++) {
+		if (strcmp(txn->job->blobs[i]->id, blob_id) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Refuses to run a statement once the engine dropped the transaction: in autocommit mode each
+ * statement would commit alone and a job could be half-stored. */
+static int
+store__txn_usable(struct store_txn *txn)
+{
+	if (!txn->store->ops->in_txn(txn->store)) {
+		store_txn_error(txn, "transaction aborted");
+		return STORE_ERR_IO;
+	}
+	return STORE_OK;
+}
+
+static int
+store__txn_refuse(struct store_txn *txn, const char *what, const char *why)
+{
+	char san[LOG_SANITIZE_SIZE];
+
+	store_txn_error(txn, "%s: %s", why, log_sanitize_str(san, what));
+	return STORE_ERR_INVALID;
+}
+
+int
+store_txn_domain_add(struct store_txn *txn, const char *domain)
+{
+	char norm[STORE__MAX_DOMAIN + 1];
+	const char *why = store__norm_domain(domain, strlen(domain), norm, sizeof(norm));
+
+	if (why != NULL)
+		return store__txn_refuse(txn, domain, why);
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->domain_add(txn, norm);
+}
+
+int
+store_txn_domain_remove(struct store_txn *txn, const char *domain)
+{
+	char norm[STORE__MAX_DOMAIN + 1];
+	const char *why = store__norm_domain(domain, strlen(domain), norm, sizeof(norm));
+
+	if (why != NULL)
+		return store__txn_refuse(txn, domain, why);
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->domain_remove(txn, norm);
+}
+
+int
+store_txn_account_add(struct store_txn *txn, const char *address, const char *pwhash,
+                      int64_t *id_r)
+{
+	char norm[AUTH_MAX_ADDRESS + 1];
+	const char *domain, *why;
+	int64_t id = 0;
+	int ret;
+
+	why = store__norm_address(address, false, norm, sizeof(norm), &domain);
+	if (why != NULL)
+		return store__txn_refuse(txn, address, why);
+	if (store__check_token(pwhash, sizeof(((struct store_account *)NULL)->pwhash),
+	                       "invalid password hash") != NULL) {
+		store_txn_error(txn, "invalid password hash");
+		return STORE_ERR_INVALID;
+	}
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	ret = txn->store->ops->account_add(txn, norm, domain, pwhash, &id);
+	if (ret == STORE_OK && id_r != NULL)
+		*id_r = id;
+	return ret;
+}
+
+int
+store_txn_account_set_password(struct store_txn *txn, const char *address, const char *pwhash)
+{
+	char norm[AUTH_MAX_ADDRESS + 1];
+	const char *domain, *why;
+
+	why = store__norm_address(address, false, norm, sizeof(norm), &domain);
+	if (why != NULL)
+		return store__txn_refuse(txn, address, why);
+	if (store__check_token(pwhash, sizeof(((struct store_account *)NULL)->pwhash),
+	                       "invalid password hash") != NULL) {
+		store_txn_error(txn, "invalid password hash");
+		return STORE_ERR_INVALID;
+	}
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->account_set_password(txn, norm, pwhash);
+}
+
+int
+store_txn_account_remove(struct store_txn *txn, const char *address)
+{
+	char norm[AUTH_MAX_ADDRESS + 1];
+	const char *domain, *why;
+
+	why = store__norm_address(address, false, norm, sizeof(norm), &domain);
+	if (why != NULL)
+		return store__txn_refuse(txn, address, why);
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->account_remove(txn, norm);
+}
+
+int
+store_txn_alias_add(struct store_txn *txn, const char *source, const char *target)
+{
+	char src[AUTH_MAX_ADDRESS + 1], dst[AUTH_MAX_ADDRESS + 1];
+	const char *domain, *tdomain, *why;
+
+	why = store__norm_address(source, true, src, sizeof(src), &domain);
+	if (why != NULL)
+		return store__txn_refuse(txn, source, why);
+	why = store__norm_address(target, false, dst, sizeof(dst), &tdomain);
+	if (why != NULL)
+		return store__txn_refuse(txn, target, why);
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->alias_add(txn, src, domain, dst);
+}
+
+int
+store_txn_alias_remove(struct store_txn *txn, const char *source, const char *target)
+{
+	char src[AUTH_MAX_ADDRESS + 1], dst[AUTH_MAX_ADDRESS + 1];
+	const char *domain, *why;
+
+	why = store__norm_address(source, true, src, sizeof(src), &domain);
+	if (why != NULL)
+		return store__txn_refuse(txn, source, why);
+	if (target != NULL) {
+		why = store__norm_address(target, false, dst, sizeof(dst), &domain);
+		if (why != NULL)
+			return store__txn_refuse(txn, target, why);
+	}
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->alias_remove(txn, src, target != NULL ? dst : NULL);
+}
+
+int
+store_txn_deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id,
+                  uint32_t flags, int64_t internaldate, uint32_t *uid_r)
+{
+	const uint32_t all = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
+	                     STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
+	uint32_t uid = 0;
+	int ret;
+
+	if (!store__valid_blob_id(blob_id))
+		return store__txn_refuse(txn, blob_id, "invalid blob id");
+	if ((flags & ~all) != 0) {
+		store_txn_error(txn, "unknown message flags 0x%x", flags & ~all);
+		return STORE_ERR_INVALID;
+	}
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	ret = txn->store->ops->deliver(txn, mailbox_id, blob_id, flags, internaldate, &uid);
+	if (ret == STORE_OK && uid_r != NULL)
+		*uid_r = uid;
+	return ret;
+}
+
+int
+store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->expunge(txn, mailbox_id, uid);
+}
+
+int
+store_txn_queue_add(struct store_txn *txn, const char *blob_id, const char *sender,
+                    const char *const *rcpts, size_t nrcpts, int priority, int64_t *id_r)
+{
+	char (*norm)[AUTH_MAX_ADDRESS + 1];
+	const char **nrcpt, **domains, *why;
+	char sender_norm[AUTH_MAX_ADDRESS + 1];
+	int64_t id = 0;
+	int ret;
+
+	if (!store__valid_blob_id(blob_id))
+		return store__txn_refuse(txn, blob_id, "invalid blob id");
+	if (nrcpts == 0) {
+		store_txn_error(txn, "queue entry without recipients");
+		return STORE_ERR_INVALID;
+	}
+	/* "" is the null reverse-path of bounces (RFC 5321 4.5.5). */
+	if (sender[0] != '\0') {
+		const char *sdomain;
+
+		why = store__norm_address(sender, false, sender_norm, sizeof(sender_norm),
+		                          &sdomain);
+		if (why != NULL)
+			return store__txn_refuse(txn, sender, why);
+	} else {
+		sender_norm[0] = '\0';
+	}
+	norm = xcalloc(nrcpts, sizeof(*norm));
+	nrcpt = xcalloc(nrcpts, sizeof(*nrcpt));
+	domains = xcalloc(nrcpts, sizeof(*domains));
+	ret = STORE_OK;
+	for (size_t i = 0; i < nrcpts && ret == STORE_OK; i++) {
+		why = store__norm_address(rcpts[i], false, norm[i], sizeof(norm[i]), &domains[i]);
+		if (why != NULL)
+			ret = store__txn_refuse(txn, rcpts[i], why);
+		nrcpt[i] = norm[i];
+	}
+	if (ret == STORE_OK)
+		ret = store__txn_usable(txn);
+	if (ret == STORE_OK) {
+		ret = txn->store->ops->queue_add(txn, blob_id, sender_norm, nrcpt, domains, nrcpts,
+		                                 priority, &id);
+	}
+	if (ret == STORE_OK && id_r != NULL)
+		*id_r = id;
+	free(norm);
+	free(nrcpt);
+	free(domains);
+	return ret;
+}
+
+int
+store_txn_queue_remove(struct store_txn *txn, int64_t queue_id)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->queue_remove(txn, queue_id);
+}
+
+/* ---- Reads ------------------------------------------------------------------------------ */
+
+int
+store_domain_exists(struct store *store, const char *domain)
+{
+	char norm[STORE__MAX_DOMAIN + 1];
+
+	if (store__norm_domain(domain, strlen(domain), norm, sizeof(norm)) != NULL)
+		return 0; /* a name we could never have stored */
+	return store->ops->domain_exists(store, norm);
+}
+
+int
+store_domain_list(struct store *store, store_name_cb *cb, void *ctx)
+{
+	return store->ops->domain_list(store, cb, ctx);
+}
+
+int
+store_account_get(struct store *store, const char *address, struct store_account *r)
+{
+	char norm[AUTH_MAX_ADDRESS + 1];
+	const char *domain;
+
+	if (store__norm_address(address, false, norm, sizeof(norm), &domain) != NULL)
+		return 0;
+	return store->ops->account_get(store, norm, r);
+}
+
+int
+store_account_list(struct store *store, const char *domain, store_account_cb *cb, void *ctx)
+{
+	char norm[STORE__MAX_DOMAIN + 1];
+
+	if (domain == NULL)
+		return store->ops->account_list(store, NULL, cb, ctx);
+	if (store__norm_domain(domain, strlen(domain), norm, sizeof(norm)) != NULL)
+		return 0;
+	return store->ops->account_list(store, norm, cb, ctx);
+}
+
+int
+store_alias_list(struct store *store, store_alias_cb *cb, void *ctx)
+{
+	return store->ops->alias_list(store, cb, ctx);
+}
+
+int
+store_alias_targets(struct store *store, const char *source, store_alias_cb *cb, void *ctx)
+{
+	char norm[AUTH_MAX_ADDRESS + 1];
+	const char *domain;
+
+	if (store__norm_address(source, true, norm, sizeof(norm), &domain) != NULL)
+		return 0; /* could never have been stored */
+	return store->ops->alias_targets(store, norm, cb, ctx);
+}
+
+int
+store_mailbox_list(struct store *store, int64_t account_id, store_mailbox_cb *cb, void *ctx)
+{
+	return store->ops->mailbox_list(store, account_id, cb, ctx);
+}
+
+int
+store_mailbox_get(struct store *store, int64_t account_id, const char *name,
+                  struct store_mailbox *r)
+{
+	/* RFC 3501 5.1: INBOX is case-insensitive, every other name is not. */
+	if (strcasecmp(name, "INBOX") == 0)
+		name = "INBOX";
+	return store->ops->mailbox_get(store, account_id, name, r);
+}
+
+int
+store_message_list(struct store *store, int64_t mailbox_id, store_message_cb *cb, void *ctx)
+{
+	return store->ops->message_list(store, mailbox_id, cb, ctx);
+}
+
+int
+store_queue_count(struct store *store, uint64_t *count_r)
+{
+	return store->ops->queue_count(store, count_r);
+}
+
+/* ---- Check and gc ----------------------------------------------------------------------- */
+
+static int
+store__check_blob_file(struct store *store, const char *id, uint64_t size, struct buf *report)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (!store__valid_blob_id(id)) {
+		buf_printf(report, "blob %.40s: malformed id\n", id);
+		return 1;
+	}
+	if (store__blob_final_path(store, id, path, sizeof(path)) < 0)
+		PANIC("blob path too long"); /* store_open checked the length */
+	if (stat(path, &st) < 0) {
+		buf_printf(report, "blob %s: file %s: %s\n", id, path, strerror(errno));
+		return 1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		buf_printf(report, "blob %s: %s is not a regular file\n", id, path);
+		return 1;
+	}
+	if ((uint64_t)st.st_size != size) {
+		buf_printf(report, "blob %s: file has %llu bytes, database says %llu\n", id,
+		           (unsigned long long)st.st_size, (unsigned long long)size);
+		return 1;
+	}
+	return 0;
+}
+
+int
+store_check(struct store *store, struct buf *report)
+{
+	return store->ops->check(store, report, store__check_blob_file);
+}
+
+int
+store_blob_gc(struct store *store)
+{
+	int removed, orphans;
+
+	if (store->opts.background) {
+		/* Rows are deleted by the writer, the only one writing in this process. */
+		struct store__gc_req req = {NULL, 0, false};
+
+		pthread_mutex_lock(&store->lock);
+		if (store->closing) {
+			pthread_mutex_unlock(&store->lock);
+			return STORE_ERR_SHUTDOWN;
+		}
+		req.next = store->gc_reqs;
+		store->gc_reqs = &req;
+		pthread_cond_signal(&store->wake);
+		while (!req.done)
+			pthread_cond_wait(&store->gc_done, &store->lock);
+		pthread_mutex_unlock(&store->lock);
+		removed = req.removed;
+	} else {
+		pthread_mutex_lock(&store->write_lock);
+		removed = store__gc_unreferenced_all(store);
+		pthread_mutex_unlock(&store->write_lock);
+	}
+	if (removed < 0)
+		return removed;
+	orphans = store__gc_orphans(store);
+	if (orphans < 0)
+		return orphans;
+	return removed + orphans;
+}

@@ -1,0 +1,1419 @@
+/* The SQLite engine behind store.h (struct store_ops).
+ *
+ * One write connection (WAL, synchronous=FULL so a COMMIT is on disk before it returns,
+ * foreign_keys=ON, 10 s busy timeout because the CLI and the server may write at once), used
+ * only with store->write_lock held; a pool of read-only connections for the synchronous reads,
+ * which WAL lets run while the writer writes. Every statement is a constant string prepared
+ * once per connection; values are only ever bound with sqlite3_bind_*. Names arrive checked
+ * and normalised from store.c; the columns compare them case-insensitively (COLLATE NOCASE). */
+#include "store/store_internal.h"
+#include "store/store_sqlite.h"
+
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Waiting for another process's write lock: long enough for any sane transaction. */
+#define SQLITE__BUSY_TIMEOUT_MS 10000
+/* Pooled read connections; more are opened when all are busy and closed after use. */
+#define SQLITE__POOL_MAX 8
+
+enum sqlite__st {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_SAVEPOINT,
+	ST_RELEASE,
+	ST_ROLLBACK_TO,
+	ST_BLOB_INSERT,
+	ST_BLOB_GET,
+	ST_BLOB_UNREFERENCED,
+	ST_BLOB_ANY_UNREFERENCED,
+	ST_BLOB_FORGET,
+	ST_BLOB_RANGE,
+	ST_DOMAIN_ID,
+	ST_DOMAIN_INSERT,
+	ST_DOMAIN_ACCOUNTS,
+	ST_DOMAIN_ALIASES,
+	ST_DOMAIN_DELETE,
+	ST_DOMAIN_LIST,
+	ST_ACCOUNT_INSERT,
+	ST_ACCOUNT_SET_PASSWORD,
+	ST_ACCOUNT_DELETE,
+	ST_ACCOUNT_GET,
+	ST_ACCOUNT_LIST,
+	ST_ACCOUNT_LIST_DOMAIN,
+	ST_ALIAS_INSERT,
+	ST_ALIAS_DELETE,
+	ST_ALIAS_DELETE_ALL,
+	ST_ALIAS_LIST,
+	ST_ALIAS_TARGETS,
+	ST_MAILBOX_INSERT,
+	ST_MAILBOX_NEXT,
+	ST_MAILBOX_BUMP_UID,
+	ST_MAILBOX_BUMP_MODSEQ,
+	ST_MAILBOX_LIST,
+	ST_MAILBOX_GET,
+	ST_MESSAGE_INSERT,
+	ST_MESSAGE_DELETE,
+	ST_MESSAGE_LIST,
+	ST_QUEUE_INSERT,
+	ST_QUEUE_RCPT_INSERT,
+	ST_QUEUE_DELETE,
+	ST_QUEUE_COUNT,
+	ST_COUNT
+};
+
+#define SQLITE__ACCOUNT_COLS "a.id, a.domain_id, a.address, a.pwhash, a.created, a.disabled"
+#define SQLITE__MAILBOX_COLS                                                                  \
+	"mb.id, mb.account_id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext, "          \
+	"mb.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = mb.id)"
+
+static const char *const sqlite__sql[ST_COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_SAVEPOINT] = "SAVEPOINT job",
+	[ST_RELEASE] = "RELEASE job",
+	[ST_ROLLBACK_TO] = "ROLLBACK TO job",
+	[ST_BLOB_INSERT] = "INSERT INTO blobs (id, size, refs, created) VALUES (?1, ?2, 0, ?3)",
+	[ST_BLOB_GET] = "SELECT size, refs FROM blobs WHERE id = ?1",
+	[ST_BLOB_UNREFERENCED] = "SELECT id FROM blobs WHERE refs = 0 LIMIT ?1",
+	[ST_BLOB_ANY_UNREFERENCED] = "SELECT 1 FROM blobs WHERE refs = 0 LIMIT 1",
+	[ST_BLOB_FORGET] = "DELETE FROM blobs WHERE id = ?1 AND refs = 0",
+	[ST_BLOB_RANGE] = "SELECT id FROM blobs WHERE id >= ?1 AND id < ?2 ORDER BY id",
+	[ST_DOMAIN_ID] = "SELECT id FROM domains WHERE name = ?1",
+	[ST_DOMAIN_INSERT] = "INSERT INTO domains (name, created) VALUES (?1, ?2)",
+	[ST_DOMAIN_ACCOUNTS] = "SELECT count(*) FROM accounts WHERE domain_id = ?1",
+	[ST_DOMAIN_ALIASES] = "SELECT count(*) FROM aliases WHERE domain_id = ?1",
+	[ST_DOMAIN_DELETE] = "DELETE FROM domains WHERE id = ?1",
+	[ST_DOMAIN_LIST] = "SELECT name FROM domains ORDER BY name",
+	[ST_ACCOUNT_INSERT] = "INSERT INTO accounts (domain_id, address, pwhash, created) "
+	                      "VALUES (?1, ?2, ?3, ?4)",
+	[ST_ACCOUNT_SET_PASSWORD] = "UPDATE accounts SET pwhash = ?2 WHERE address = ?1",
+	[ST_ACCOUNT_DELETE] = "DELETE FROM accounts WHERE address = ?1",
+	[ST_ACCOUNT_GET] = "SELECT " SQLITE__ACCOUNT_COLS " FROM accounts a WHERE a.address = ?1",
+	[ST_ACCOUNT_LIST] = "SELECT " SQLITE__ACCOUNT_COLS " FROM accounts a ORDER BY a.address",
+	[ST_ACCOUNT_LIST_DOMAIN] = "SELECT " SQLITE__ACCOUNT_COLS " FROM accounts a "
+	                           "JOIN domains d ON d.id = a.domain_id WHERE d.name = ?1 "
+	                           "ORDER BY a.address",
+	[ST_ALIAS_INSERT] = "INSERT INTO aliases (domain_id, source, target) VALUES (?1, ?2, ?3)",
+	[ST_ALIAS_DELETE] = "DELETE FROM aliases WHERE source = ?1 AND target = ?2",
+	[ST_ALIAS_DELETE_ALL] = "DELETE FROM aliases WHERE source = ?1",
+	[ST_ALIAS_LIST] = "SELECT source, target FROM aliases ORDER BY source, target",
+	[ST_ALIAS_TARGETS] = "SELECT source, target FROM aliases WHERE source = ?1 ORDER BY target",
+	[ST_MAILBOX_INSERT] = "INSERT INTO mailboxes (account_id, name, special_use, subscribed, "
+	                      "uidvalidity, uidnext, highestmodseq) VALUES (?1, ?2, ?3, 1, ?4, 1, 1)",
+	[ST_MAILBOX_NEXT] = "SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?1",
+	[ST_MAILBOX_BUMP_UID] = "UPDATE mailboxes SET uidnext = uidnext + 1, "
+	                        "highestmodseq = highestmodseq + 1 WHERE id = ?1",
+	[ST_MAILBOX_BUMP_MODSEQ] = "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 "
+	                           "WHERE id = ?1",
+	[ST_MAILBOX_LIST] = "SELECT " SQLITE__MAILBOX_COLS " FROM mailboxes mb "
+	                    "WHERE mb.account_id = ?1 ORDER BY mb.id",
+	[ST_MAILBOX_GET] = "SELECT " SQLITE__MAILBOX_COLS " FROM mailboxes mb "
+	                   "WHERE mb.account_id = ?1 AND mb.name = ?2",
+	[ST_MESSAGE_INSERT] = "INSERT INTO messages (mailbox_id, uid, blob_id, size, internaldate, "
+	                      "flags, keywords, modseq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7)",
+	[ST_MESSAGE_DELETE] = "DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
+	[ST_MESSAGE_LIST] = "SELECT mailbox_id, uid, blob_id, size, internaldate, flags, modseq "
+	                    "FROM messages WHERE mailbox_id = ?1 ORDER BY uid",
+	[ST_QUEUE_INSERT] = "INSERT INTO queue (blob_id, sender, created, priority, held, size) "
+	                    "VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+	[ST_QUEUE_RCPT_INSERT] = "INSERT INTO queue_rcpts (queue_id, rcpt, domain, state, "
+	                         "attempts, next_attempt) VALUES (?1, ?2, ?3, 0, 0, ?4)",
+	[ST_QUEUE_DELETE] = "DELETE FROM queue WHERE id = ?1",
+	[ST_QUEUE_COUNT] = "SELECT count(*) FROM queue",
+};
+
+struct sqlite__conn {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[ST_COUNT];
+	struct sqlite__conn *next_free;
+	bool extra; /* opened beyond SQLITE__POOL_MAX: closed when released */
+};
+
+struct sqlite__engine {
+	struct sqlite__conn writer;
+	pthread_mutex_t pool_lock;
+	struct sqlite__conn *free_conns;
+	struct sqlite__conn *all[SQLITE__POOL_MAX];
+	unsigned int nall;
+};
+
+static struct sqlite__engine *
+sqlite__engine(struct store *store)
+{
+	return store->engine;
+}
+
+/* Maps a SQLite result code to a store_err. */
+static int
+sqlite__err(sqlite3 *db, int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		return STORE_ERR_FULL;
+	case SQLITE_IOERR:
+		return store__errno_err(sqlite3_system_errno(db));
+	case SQLITE_CONSTRAINT:
+		if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+			return STORE_ERR_EXISTS;
+		if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+			return STORE_ERR_NOTFOUND;
+		return STORE_ERR_INVALID;
+	default:
+		return STORE_ERR_IO;
+	}
+}
+
+/* ---- Connections ------------------------------------------------------------------------ */
+
+static int
+sqlite__exec(sqlite3 *db, const char *sql)
+{
+	return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+static void
+sqlite__conn_close(struct sqlite__conn *c)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (c->stmt[i] != NULL)
+			sqlite3_finalize(c->stmt[i]);
+		c->stmt[i] = NULL;
+	}
+	if (c->db != NULL && sqlite3_close(c->db) != SQLITE_OK)
+		log_error("event=store_close result=failed error=\"%s\"", sqlite3_errmsg(c->db));
+	c->db = NULL;
+}
+
+static int
+sqlite__conn_open(struct sqlite__conn *c, const char *path, bool readonly, const char **error_r)
+{
+	int flags = SQLITE_OPEN_NOMUTEX |
+	            (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	/* NOMUTEX: a connection is used by one thread at a time (write_lock or the pool). */
+	rc = sqlite3_open_v2(path, &c->db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		*error_r = store__tls_error("cannot open %s: %s", path,
+		                            c->db != NULL ? sqlite3_errmsg(c->db) :
+		                                            sqlite3_errstr(rc));
+		rc = c->db != NULL ? sqlite__err(c->db, rc) : STORE_ERR_IO;
+		sqlite__conn_close(c);
+		return rc;
+	}
+	sqlite3_extended_result_codes(c->db, 1);
+	sqlite3_busy_timeout(c->db, SQLITE__BUSY_TIMEOUT_MS);
+	/* Our schema has no functions in views or triggers that need trust. */
+	(void)sqlite__exec(c->db, "PRAGMA trusted_schema = OFF");
+	return STORE_OK;
+}
+
+static int
+sqlite__pragma_text(sqlite3 *db, const char *sql, char *dst, size_t size)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+
+		(void)snprintf(dst, size, "%s", v != NULL ? v : "");
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE) {
+		dst[0] = '\0';
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int
+sqlite__open_writer(struct store *store, struct sqlite__conn *c, const char **error_r)
+{
+	char mode[16];
+	int rc, ret;
+
+	ret = sqlite__conn_open(c, store->database, false, error_r);
+	if (ret != STORE_OK)
+		return ret;
+	/* WAL: readers never block the writer nor the other way round. FULL: in WAL mode the
+	 * log is fsynced at every COMMIT, which is what lets done callbacks promise delivery. */
+	rc = sqlite__pragma_text(c->db, "PRAGMA journal_mode = WAL", mode, sizeof(mode));
+	if (rc == SQLITE_OK && strcmp(mode, "wal") != 0) {
+		*error_r = store__tls_error("%s: cannot use WAL mode (journal mode is %s)",
+		                            store->database, mode);
+		return STORE_ERR_IO;
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite__exec(c->db, "PRAGMA synchronous = FULL");
+	if (rc == SQLITE_OK)
+		rc = sqlite__exec(c->db, "PRAGMA foreign_keys = ON");
+	if (rc != SQLITE_OK) {
+		*error_r = store__tls_error("%s: %s", store->database, sqlite3_errmsg(c->db));
+		return sqlite__err(c->db, rc);
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__open(struct store *store, const char **error_r)
+{
+	struct sqlite__engine *e;
+	int ret;
+
+	if (sqlite3_threadsafe() == 0) {
+		*error_r = "the SQLite library was built without thread support";
+		return STORE_ERR_INVALID;
+	}
+	e = xcalloc(1, sizeof(*e));
+	pthread_mutex_init(&e->pool_lock, NULL);
+	ret = sqlite__open_writer(store, &e->writer, error_r);
+	if (ret == STORE_OK)
+		ret = store__sqlite_migrate(e->writer.db, error_r);
+	if (ret != STORE_OK) {
+		sqlite__conn_close(&e->writer);
+		pthread_mutex_destroy(&e->pool_lock);
+		free(e);
+		return ret;
+	}
+	store->engine = e;
+	return STORE_OK;
+}
+
+static void
+sqlite__close(struct store *store)
+{
+	struct sqlite__engine *e = sqlite__engine(store);
+
+	/* Readers first: the last connection to close checkpoints the WAL into the database,
+	 * which only the read-write one can do. */
+	for (unsigned int i = 0; i < SQLITE__POOL_MAX; i++) {
+		if (e->all[i] != NULL) {
+			sqlite__conn_close(e->all[i]);
+			free(e->all[i]);
+		}
+	}
+	sqlite__conn_close(&e->writer);
+	pthread_mutex_destroy(&e->pool_lock);
+	free(e);
+	store->engine = NULL;
+}
+
+static struct sqlite__conn *
+sqlite__reader_get(struct store *store)
+{
+	struct sqlite__engine *e = sqlite__engine(store);
+	struct sqlite__conn *c;
+	const char *error;
+	bool pooled = false;
+
+	pthread_mutex_lock(&e->pool_lock);
+	c = e->free_conns;
+	if (c != NULL) {
+		e->free_conns = c->next_free;
+		pthread_mutex_unlock(&e->pool_lock);
+		return c;
+	}
+	if (e->nall < SQLITE__POOL_MAX) {
+		pooled = true;
+		e->nall++; /* reserve the slot; filled below */
+	}
+	pthread_mutex_unlock(&e->pool_lock);
+
+	/* All busy: a callback of one read may start another, so never wait; open one more. */
+	c = xmalloc(sizeof(*c));
+	if (sqlite__conn_open(c, store->database, true, &error) != STORE_OK) {
+		log_error("event=store_read result=failed error=\"%s\"", error);
+		free(c);
+		if (pooled) {
+			pthread_mutex_lock(&e->pool_lock);
+			e->nall--;
+			pthread_mutex_unlock(&e->pool_lock);
+		}
+		return NULL;
+	}
+	c->extra = !pooled;
+	if (pooled) {
+		pthread_mutex_lock(&e->pool_lock);
+		/* Slots are only ever appended, and nall was reserved: find the first empty. */
+		for (unsigned int i = 0; i < SQLITE__POOL_MAX; i++) {
+			if (e->all[i] == NULL) {
+				e->all[i] = c;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&e->pool_lock);
+	}
+	return c;
+}
+
+static void
+sqlite__reader_put(struct store *store, struct sqlite__conn *c)
+{
+	struct sqlite__engine *e = sqlite__engine(store);
+
+	if (c->extra) {
+		sqlite__conn_close(c);
+		free(c);
+		return;
+	}
+	pthread_mutex_lock(&e->pool_lock);
+	c->next_free = e->free_conns;
+	e->free_conns = c;
+	pthread_mutex_unlock(&e->pool_lock);
+}
+
+/* The prepared statement `id` of c, reset and unbound; NULL (logged) if it cannot be prepared. */
+static sqlite3_stmt *
+sqlite__stmt(struct sqlite__conn *c, enum sqlite__st id)
+{
+	if (c->stmt[id] == NULL) {
+		int rc = sqlite3_prepare_v3(c->db, sqlite__sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+		                            &c->stmt[id], NULL);
+
+		if (rc != SQLITE_OK) {
+			log_error("event=store_prepare result=failed error=\"%s\"",
+			          sqlite3_errmsg(c->db));
+			c->stmt[id] = NULL;
+			return NULL;
+		}
+	}
+	return c->stmt[id];
+}
+
+/* Ends a statement's use: resetting it releases its read snapshot. */
+static void
+sqlite__done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+static void
+sqlite__bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	/* STATIC: every string outlives the statement's use, which ends in sqlite__done(). */
+	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* Steps a statement that returns no rows and ends its use. Returns the SQLite code. */
+static int
+sqlite__run(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite__done(st);
+	return rc;
+}
+
+/* ---- Transactions ----------------------------------------------------------------------- */
+
+static const char *
+sqlite__last_error(struct store *store)
+{
+	return sqlite3_errmsg(sqlite__engine(store)->writer.db);
+}
+
+static int
+sqlite__simple(struct store *store, enum sqlite__st id)
+{
+	struct sqlite__conn *c = &sqlite__engine(store)->writer;
+	sqlite3_stmt *st = sqlite__stmt(c, id);
+	int rc;
+
+	if (st == NULL)
+		return STORE_ERR_IO;
+	rc = sqlite__run(st);
+	return rc == SQLITE_DONE ? STORE_OK : sqlite__err(c->db, rc);
+}
+
+static int
+sqlite__begin(struct store *store)
+{
+	return sqlite__simple(store, ST_BEGIN);
+}
+
+static int
+sqlite__commit(struct store *store)
+{
+	return sqlite__simple(store, ST_COMMIT);
+}
+
+static void
+sqlite__rollback(struct store *store)
+{
+	if (!sqlite3_get_autocommit(sqlite__engine(store)->writer.db))
+		(void)sqlite__simple(store, ST_ROLLBACK);
+}
+
+static int
+sqlite__savepoint(struct store *store)
+{
+	return sqlite__simple(store, ST_SAVEPOINT);
+}
+
+static int
+sqlite__release(struct store *store)
+{
+	return sqlite__simple(store, ST_RELEASE);
+}
+
+static int
+sqlite__rollback_to(struct store *store)
+{
+	int ret = sqlite__simple(store, ST_ROLLBACK_TO);
+
+	/* ROLLBACK TO keeps the savepoint open; RELEASE drops it (changes already undone). */
+	return ret == STORE_OK ? sqlite__simple(store, ST_RELEASE) : ret;
+}
+
+static bool
+sqlite__in_txn(struct store *store)
+{
+	return !sqlite3_get_autocommit(sqlite__engine(store)->writer.db);
+}
+
+/* Reports a failed statement of a job and maps its code. */
+static int
+sqlite__txn_fail(struct store_txn *txn, int rc, const char *what)
+{
+	sqlite3 *db = sqlite__engine(txn->store)->writer.db;
+
+	store_txn_error(txn, "%s: %s", what, sqlite3_errmsg(db));
+	return sqlite__err(db, rc);
+}
+
+static struct sqlite__conn *
+sqlite__w(struct store_txn *txn)
+{
+	return &sqlite__engine(txn->store)->writer;
+}
+
+#define SQLITE__STMT(txn, st, id)                                                             \
+	do {                                                                                  \
+		(st) = sqlite__stmt(sqlite__w(txn), (id));                                     \
+		if ((st) == NULL) {                                                           \
+			store_txn_error((txn), "cannot prepare a statement");                 \
+			return STORE_ERR_IO;                                                  \
+		}                                                                             \
+	} while (0)
+
+/* ---- Blob rows -------------------------------------------------------------------------- */
+
+static int
+sqlite__blob_insert(struct store_txn *txn, const char *id, uint64_t size)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_BLOB_INSERT);
+	sqlite__bind_text(st, 1, id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	sqlite3_bind_int64(st, 3, txn->now);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot record message file");
+	return STORE_OK;
+}
+
+/* A blob a job may reference: its own, or a committed one that still has references (a blob
+ * at refs = 0 may already have lost its file to the collector). */
+static int
+sqlite__blob_usable(struct store_txn *txn, const char *blob_id, uint64_t *size_r)
+{
+	sqlite3_stmt *st;
+	int64_t refs;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_BLOB_GET);
+	sqlite__bind_text(st, 1, blob_id);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite__done(st);
+		if (rc != SQLITE_DONE)
+			return sqlite__txn_fail(txn, rc, "cannot look up message file");
+		store_txn_error(txn, "no message file %s", blob_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	*size_r = (uint64_t)sqlite3_column_int64(st, 0);
+	refs = sqlite3_column_int64(st, 1);
+	sqlite__done(st);
+	if (refs <= 0 && !store__txn_owns_blob(txn, blob_id)) {
+		store_txn_error(txn, "message file %s is no longer referenced", blob_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__blob_unreferenced(struct store *store, unsigned int limit, store__id_cb *cb, void *ctx)
+{
+	struct sqlite__conn *c = &sqlite__engine(store)->writer;
+	sqlite3_stmt *st = sqlite__stmt(c, ST_BLOB_UNREFERENCED);
+	int rc, ret = STORE_OK;
+
+	if (st == NULL)
+		return STORE_ERR_IO;
+	sqlite3_bind_int64(st, 1, limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		if (id != NULL && (ret = cb(id, ctx)) != 0)
+			break;
+	}
+	if (ret == STORE_OK && rc != SQLITE_DONE)
+		ret = sqlite__err(c->db, rc);
+	sqlite__done(st);
+	return ret;
+}
+
+static int
+sqlite__blob_forget(struct store *store, const char *id)
+{
+	struct sqlite__conn *c = &sqlite__engine(store)->writer;
+	sqlite3_stmt *st = sqlite__stmt(c, ST_BLOB_FORGET);
+	int rc;
+
+	if (st == NULL)
+		return STORE_ERR_IO;
+	sqlite__bind_text(st, 1, id);
+	rc = sqlite__run(st);
+	return rc == SQLITE_DONE ? STORE_OK : sqlite__err(c->db, rc);
+}
+
+static int
+sqlite__blob_any_unreferenced(struct store *store)
+{
+	struct sqlite__conn *c = &sqlite__engine(store)->writer;
+	sqlite3_stmt *st = sqlite__stmt(c, ST_BLOB_ANY_UNREFERENCED);
+	int rc;
+
+	if (st == NULL)
+		return STORE_ERR_IO;
+	rc = sqlite3_step(st);
+	sqlite__done(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : sqlite__err(c->db, rc);
+}
+
+static int
+sqlite__blob_list_range(struct store *store, const char *lo, const char *hi, store__id_cb *cb,
+                        void *ctx)
+{
+	struct sqlite__conn *c = sqlite__reader_get(store);
+	sqlite3_stmt *st;
+	int rc, ret = STORE_OK;
+
+	if (c == NULL)
+		return STORE_ERR_IO;
+	st = sqlite__stmt(c, ST_BLOB_RANGE);
+	if (st == NULL) {
+		sqlite__reader_put(store, c);
+		return STORE_ERR_IO;
+	}
+	sqlite__bind_text(st, 1, lo);
+	sqlite__bind_text(st, 2, hi);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		if (id != NULL && (ret = cb(id, ctx)) != 0)
+			break;
+	}
+	if (ret == STORE_OK && rc != SQLITE_DONE)
+		ret = sqlite__err(c->db, rc);
+	sqlite__done(st);
+	sqlite__reader_put(store, c);
+	return ret;
+}
+
+/* ---- Domains, accounts, aliases --------------------------------------------------------- */
+
+/* Looks up a domain's id on the write connection: STORE_OK, NOTFOUND (reported) or an error. */
+static int
+sqlite__domain_id(struct store_txn *txn, const char *domain, int64_t *id_r)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_DOMAIN_ID);
+	sqlite__bind_text(st, 1, domain);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*id_r = sqlite3_column_int64(st, 0);
+	sqlite__done(st);
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot look up domain");
+	store_txn_error(txn, "domain %s does not exist", domain);
+	return STORE_ERR_NOTFOUND;
+}
+
+static int
+sqlite__count(struct store_txn *txn, enum sqlite__st id, int64_t arg, int64_t *count_r)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, id);
+	sqlite3_bind_int64(st, 1, arg);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*count_r = sqlite3_column_int64(st, 0);
+	sqlite__done(st);
+	if (rc != SQLITE_ROW)
+		return sqlite__txn_fail(txn, rc, "cannot count");
+	return STORE_OK;
+}
+
+static int
+sqlite__domain_add(struct store_txn *txn, const char *domain)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_DOMAIN_INSERT);
+	sqlite__bind_text(st, 1, domain);
+	sqlite3_bind_int64(st, 2, txn->now);
+	rc = sqlite__run(st);
+	if (rc == SQLITE_DONE)
+		return STORE_OK;
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		store_txn_error(txn, "domain %s already exists", domain);
+		return STORE_ERR_EXISTS;
+	}
+	return sqlite__txn_fail(txn, rc, "cannot add domain");
+}
+
+static int
+sqlite__domain_remove(struct store_txn *txn, const char *domain)
+{
+	sqlite3_stmt *st;
+	int64_t id = 0, n = 0;
+	int ret, rc;
+
+	ret = sqlite__domain_id(txn, domain, &id);
+	if (ret != STORE_OK)
+		return ret;
+	ret = sqlite__count(txn, ST_DOMAIN_ACCOUNTS, id, &n);
+	if (ret != STORE_OK)
+		return ret;
+	if (n > 0) {
+		store_txn_error(txn, "domain %s still has %lld account%s; remove %s first", domain,
+		                (long long)n, n == 1 ? "" : "s", n == 1 ? "it" : "them");
+		return STORE_ERR_INVALID;
+	}
+	ret = sqlite__count(txn, ST_DOMAIN_ALIASES, id, &n);
+	if (ret != STORE_OK)
+		return ret;
+	if (n > 0) {
+		store_txn_error(txn, "domain %s still has %lld alias%s; remove %s first", domain,
+		                (long long)n, n == 1 ? "" : "es", n == 1 ? "it" : "them");
+		return STORE_ERR_INVALID;
+	}
+	SQLITE__STMT(txn, st, ST_DOMAIN_DELETE);
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot remove domain");
+	return STORE_OK;
+}
+
+/* The default mailboxes of a new account, with their RFC 6154 special-use attributes. */
+static const struct {
+	const char *name, *special_use;
+} sqlite__default_mailboxes[] = {
+	{"INBOX", ""},         {"Drafts", "\\Drafts"}, {"Sent", "\\Sent"},
+	{"Junk", "\\Junk"},    {"Trash", "\\Trash"},   {"Archive", "\\Archive"},
+};
+
+static int
+sqlite__account_add(struct store_txn *txn, const char *address, const char *domain,
+                    const char *pwhash, int64_t *id_r)
+{
+	sqlite3 *db = sqlite__w(txn)->db;
+	sqlite3_stmt *st;
+	int64_t domain_id = 0, id;
+	uint32_t uidvalidity;
+	int ret, rc;
+
+	ret = sqlite__domain_id(txn, domain, &domain_id);
+	if (ret != STORE_OK)
+		return ret;
+	SQLITE__STMT(txn, st, ST_ACCOUNT_INSERT);
+	sqlite3_bind_int64(st, 1, domain_id);
+	sqlite__bind_text(st, 2, address);
+	sqlite__bind_text(st, 3, pwhash);
+	sqlite3_bind_int64(st, 4, txn->now);
+	rc = sqlite__run(st);
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		store_txn_error(txn, "account %s already exists", address);
+		return STORE_ERR_EXISTS;
+	}
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot add account");
+	id = sqlite3_last_insert_rowid(db);
+
+	/* RFC 3501 2.3.1.1: UIDVALIDITY from the clock, so a mailbox recreated later under the
+	 * same name gets a new one; never 0. */
+	uidvalidity = (uint32_t)txn->now;
+	if (uidvalidity == 0)
+		uidvalidity = 1;
+	SQLITE__STMT(txn, st, ST_MAILBOX_INSERT);
+	for (size_t i = 0; i < N_ELEMENTS(sqlite__default_mailboxes); i++) {
+		sqlite3_bind_int64(st, 1, id);
+		sqlite__bind_text(st, 2, sqlite__default_mailboxes[i].name);
+		sqlite__bind_text(st, 3, sqlite__default_mailboxes[i].special_use);
+		sqlite3_bind_int64(st, 4, uidvalidity);
+		rc = sqlite__run(st);
+		if (rc != SQLITE_DONE)
+			return sqlite__txn_fail(txn, rc, "cannot create mailbox");
+	}
+	*id_r = id;
+	return STORE_OK;
+}
+
+static int
+sqlite__account_set_password(struct store_txn *txn, const char *address, const char *pwhash)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_ACCOUNT_SET_PASSWORD);
+	sqlite__bind_text(st, 1, address);
+	sqlite__bind_text(st, 2, pwhash);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot change password");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "account %s does not exist", address);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__account_remove(struct store_txn *txn, const char *address)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	/* Mailboxes and messages go by ON DELETE CASCADE; the triggers drop the references. */
+	SQLITE__STMT(txn, st, ST_ACCOUNT_DELETE);
+	sqlite__bind_text(st, 1, address);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot remove account");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "account %s does not exist", address);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__alias_add(struct store_txn *txn, const char *source, const char *domain,
+                  const char *target)
+{
+	sqlite3_stmt *st;
+	int64_t domain_id = 0;
+	int ret, rc;
+
+	ret = sqlite__domain_id(txn, domain, &domain_id);
+	if (ret != STORE_OK)
+		return ret;
+	SQLITE__STMT(txn, st, ST_ALIAS_INSERT);
+	sqlite3_bind_int64(st, 1, domain_id);
+	sqlite__bind_text(st, 2, source);
+	sqlite__bind_text(st, 3, target);
+	rc = sqlite__run(st);
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		store_txn_error(txn, "alias %s -> %s already exists", source, target);
+		return STORE_ERR_EXISTS;
+	}
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot add alias");
+	return STORE_OK;
+}
+
+static int
+sqlite__alias_remove(struct store_txn *txn, const char *source, const char *target)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (target != NULL) {
+		SQLITE__STMT(txn, st, ST_ALIAS_DELETE);
+		sqlite__bind_text(st, 2, target);
+	} else {
+		SQLITE__STMT(txn, st, ST_ALIAS_DELETE_ALL);
+	}
+	sqlite__bind_text(st, 1, source);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot remove alias");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		if (target != NULL)
+			store_txn_error(txn, "no alias %s -> %s", source, target);
+		else
+			store_txn_error(txn, "no alias %s", source);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+/* ---- Messages and queue ----------------------------------------------------------------- */
+
+static int
+sqlite__deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id, uint32_t flags,
+                int64_t internaldate, uint32_t *uid_r)
+{
+	sqlite3_stmt *st;
+	int64_t uidnext = 0, modseq = 0;
+	uint64_t size = 0;
+	int ret, rc;
+
+	ret = sqlite__blob_usable(txn, blob_id, &size);
+	if (ret != STORE_OK)
+		return ret;
+	SQLITE__STMT(txn, st, ST_MAILBOX_NEXT);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		uidnext = sqlite3_column_int64(st, 0);
+		modseq = sqlite3_column_int64(st, 1) + 1;
+	}
+	sqlite__done(st);
+	if (rc == SQLITE_DONE) {
+		store_txn_error(txn, "mailbox %lld does not exist", (long long)mailbox_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	if (rc != SQLITE_ROW)
+		return sqlite__txn_fail(txn, rc, "cannot look up mailbox");
+	/* UIDs are 32-bit nz-numbers (RFC 3501 9); the mailbox needs a new UIDVALIDITY. */
+	if (uidnext < 1 || uidnext > (int64_t)UINT32_MAX) {
+		store_txn_error(txn, "mailbox %lld has run out of UIDs", (long long)mailbox_id);
+		return STORE_ERR_INVALID;
+	}
+	SQLITE__STMT(txn, st, ST_MAILBOX_BUMP_UID);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot update mailbox");
+	SQLITE__STMT(txn, st, ST_MESSAGE_INSERT);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, uidnext);
+	sqlite__bind_text(st, 3, blob_id);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)size);
+	sqlite3_bind_int64(st, 5, internaldate);
+	sqlite3_bind_int64(st, 6, flags);
+	sqlite3_bind_int64(st, 7, modseq);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot add message");
+	*uid_r = (uint32_t)uidnext;
+	return STORE_OK;
+}
+
+static int
+sqlite__expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_MESSAGE_DELETE);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, uid);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot expunge");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	/* An expunge is a change CONDSTORE/QRESYNC clients must see (RFC 7162 3.2.10). */
+	SQLITE__STMT(txn, st, ST_MAILBOX_BUMP_MODSEQ);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot update mailbox");
+	return STORE_OK;
+}
+
+static int
+sqlite__queue_add(struct store_txn *txn, const char *blob_id, const char *sender,
+                  const char *const *rcpts, const char *const *domains, size_t nrcpts,
+                  int priority, int64_t *id_r)
+{
+	sqlite3_stmt *st;
+	uint64_t size = 0;
+	int64_t id;
+	int ret, rc;
+
+	ret = sqlite__blob_usable(txn, blob_id, &size);
+	if (ret != STORE_OK)
+		return ret;
+	SQLITE__STMT(txn, st, ST_QUEUE_INSERT);
+	sqlite__bind_text(st, 1, blob_id);
+	sqlite__bind_text(st, 2, sender);
+	sqlite3_bind_int64(st, 3, txn->now);
+	sqlite3_bind_int(st, 4, priority);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)size);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot queue message");
+	id = sqlite3_last_insert_rowid(sqlite__w(txn)->db);
+	SQLITE__STMT(txn, st, ST_QUEUE_RCPT_INSERT);
+	for (size_t i = 0; i < nrcpts; i++) {
+		sqlite3_bind_int64(st, 1, id);
+		sqlite__bind_text(st, 2, rcpts[i]);
+		sqlite__bind_text(st, 3, domains[i]);
+		sqlite3_bind_int64(st, 4, txn->now);
+		rc = sqlite__run(st);
+		if (rc != SQLITE_DONE)
+			return sqlite__txn_fail(txn, rc, "cannot queue recipient");
+	}
+	*id_r = id;
+	return STORE_OK;
+}
+
+static int
+sqlite__queue_remove(struct store_txn *txn, int64_t queue_id)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_QUEUE_DELETE);
+	sqlite3_bind_int64(st, 1, queue_id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot remove queue entry");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "no queue entry %lld", (long long)queue_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+/* ---- Reads ------------------------------------------------------------------------------ */
+
+/* A read in progress: a pooled connection and one of its statements. */
+struct sqlite__read {
+	struct store *store;
+	struct sqlite__conn *c;
+	sqlite3_stmt *st;
+};
+
+static int
+sqlite__read_begin(struct sqlite__read *r, struct store *store, enum sqlite__st id)
+{
+	r->store = store;
+	r->st = NULL;
+	r->c = sqlite__reader_get(store);
+	if (r->c == NULL)
+		return STORE_ERR_IO;
+	r->st = sqlite__stmt(r->c, id);
+	if (r->st == NULL) {
+		sqlite__reader_put(store, r->c);
+		return STORE_ERR_IO;
+	}
+	return STORE_OK;
+}
+
+/* Ends a read; maps rc (the last step's code) unless ret already says something. */
+static int
+sqlite__read_end(struct sqlite__read *r, int rc, int ret)
+{
+	if (ret == STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_warn("event=store_read result=failed error=\"%s\"", sqlite3_errmsg(r->c->db));
+		ret = sqlite__err(r->c->db, rc);
+	}
+	sqlite__done(r->st);
+	sqlite__reader_put(r->store, r->c);
+	return ret;
+}
+
+static const char *
+sqlite__col_text(sqlite3_stmt *st, int i)
+{
+	const char *s = (const char *)sqlite3_column_text(st, i);
+
+	return s != NULL ? s : "";
+}
+
+/* Copies a text column into a fixed field; STORE_ERR_IO if the row holds something longer
+ * than any value we write (a truncated password hash must not be used). */
+static int
+sqlite__copy(char *dst, size_t size, sqlite3_stmt *st, int i)
+{
+	if (str_copy(dst, size, sqlite__col_text(st, i)) < 0) {
+		log_warn("event=store_read result=failed error=\"value too long in column %s\"",
+		         sqlite3_column_name(st, i));
+		return STORE_ERR_IO;
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__domain_exists(struct store *store, const char *domain)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_DOMAIN_ID);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite__bind_text(r.st, 1, domain);
+	rc = sqlite3_step(r.st);
+	return sqlite__read_end(&r, rc, rc == SQLITE_ROW ? 1 : 0);
+}
+
+static int
+sqlite__domain_list(struct store *store, store_name_cb *cb, void *ctx)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_DOMAIN_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		ret = cb(sqlite__col_text(r.st, 0), ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__fill_account(sqlite3_stmt *st, struct store_account *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->id = sqlite3_column_int64(st, 0);
+	a->domain_id = sqlite3_column_int64(st, 1);
+	a->created = sqlite3_column_int64(st, 4);
+	a->disabled = sqlite3_column_int(st, 5) != 0;
+	if (sqlite__copy(a->address, sizeof(a->address), st, 2) < 0 ||
+	    sqlite__copy(a->pwhash, sizeof(a->pwhash), st, 3) < 0)
+		return STORE_ERR_IO;
+	return STORE_OK;
+}
+
+static int
+sqlite__account_get(struct store *store, const char *address, struct store_account *a)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_ACCOUNT_GET);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite__bind_text(r.st, 1, address);
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW) {
+		ret = sqlite__fill_account(r.st, a);
+		if (ret == STORE_OK)
+			ret = 1;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__account_list(struct store *store, const char *domain, store_account_cb *cb, void *ctx)
+{
+	struct store_account a;
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, domain != NULL ? ST_ACCOUNT_LIST_DOMAIN :
+	                                                     ST_ACCOUNT_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	if (domain != NULL)
+		sqlite__bind_text(r.st, 1, domain);
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		ret = sqlite__fill_account(r.st, &a);
+		if (ret == STORE_OK)
+			ret = cb(&a, ctx);
+		explicit_bzero(a.pwhash, sizeof(a.pwhash));
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__alias_list(struct store *store, store_alias_cb *cb, void *ctx)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_ALIAS_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		ret = cb(sqlite__col_text(r.st, 0), sqlite__col_text(r.st, 1), ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__alias_targets(struct store *store, const char *source, store_alias_cb *cb, void *ctx)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_ALIAS_TARGETS);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite__bind_text(r.st, 1, source);
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		ret = cb(sqlite__col_text(r.st, 0), sqlite__col_text(r.st, 1), ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__fill_mailbox(sqlite3_stmt *st, struct store_mailbox *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->id = sqlite3_column_int64(st, 0);
+	m->account_id = sqlite3_column_int64(st, 1);
+	m->uidvalidity = (uint32_t)sqlite3_column_int64(st, 4);
+	m->uidnext = (uint32_t)MIN(sqlite3_column_int64(st, 5), (sqlite3_int64)UINT32_MAX);
+	m->highestmodseq = (uint64_t)sqlite3_column_int64(st, 6);
+	m->messages = (uint32_t)sqlite3_column_int64(st, 7);
+	if (sqlite__copy(m->name, sizeof(m->name), st, 2) < 0 ||
+	    sqlite__copy(m->special_use, sizeof(m->special_use), st, 3) < 0)
+		return STORE_ERR_IO;
+	return STORE_OK;
+}
+
+static int
+sqlite__mailbox_list(struct store *store, int64_t account_id, store_mailbox_cb *cb, void *ctx)
+{
+	struct store_mailbox m;
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_MAILBOX_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(r.st, 1, account_id);
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		ret = sqlite__fill_mailbox(r.st, &m);
+		if (ret == STORE_OK)
+			ret = cb(&m, ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__mailbox_get(struct store *store, int64_t account_id, const char *name,
+                    struct store_mailbox *m)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_MAILBOX_GET);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(r.st, 1, account_id);
+	sqlite__bind_text(r.st, 2, name);
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW) {
+		ret = sqlite__fill_mailbox(r.st, m);
+		if (ret == STORE_OK)
+			ret = 1;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__message_list(struct store *store, int64_t mailbox_id, store_message_cb *cb, void *ctx)
+{
+	struct store_message m;
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_MESSAGE_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(r.st, 1, mailbox_id);
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		memset(&m, 0, sizeof(m));
+		m.mailbox_id = sqlite3_column_int64(r.st, 0);
+		m.uid = (uint32_t)sqlite3_column_int64(r.st, 1);
+		m.size = (uint64_t)sqlite3_column_int64(r.st, 3);
+		m.internaldate = sqlite3_column_int64(r.st, 4);
+		m.flags = (uint32_t)sqlite3_column_int64(r.st, 5);
+		m.modseq = (uint64_t)sqlite3_column_int64(r.st, 6);
+		ret = sqlite__copy(m.blob_id, sizeof(m.blob_id), r.st, 2);
+		if (ret == STORE_OK)
+			ret = cb(&m, ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__queue_count(struct store *store, uint64_t *count_r)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_QUEUE_COUNT);
+	if (ret != STORE_OK)
+		return ret;
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW)
+		*count_r = (uint64_t)sqlite3_column_int64(r.st, 0);
+	else if (rc == SQLITE_DONE)
+		rc = SQLITE_ERROR; /* count(*) always returns a row */
+	return sqlite__read_end(&r, rc, STORE_OK);
+}
+
+/* ---- Check ------------------------------------------------------------------------------ */
+
+/* Each query returns one line of text per problem. */
+static const char *const sqlite__checks[] = {
+	"SELECT 'message ' || m.mailbox_id || '/' || m.uid || ': blob ' || m.blob_id || "
+	"' has no row' FROM messages m WHERE NOT EXISTS (SELECT 1 FROM blobs b "
+	"WHERE b.id = m.blob_id)",
+	"SELECT 'queue entry ' || q.id || ': blob ' || q.blob_id || ' has no row' FROM queue q "
+	"WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.id = q.blob_id)",
+	"SELECT 'blob ' || id || ': refs is ' || refs || ', real count ' || n FROM (SELECT b.id, "
+	"b.refs, (SELECT count(*) FROM messages m WHERE m.blob_id = b.id) + (SELECT count(*) "
+	"FROM queue q WHERE q.blob_id = b.id) AS n FROM blobs b) WHERE refs <> n",
+	"SELECT 'message ' || m.mailbox_id || '/' || m.uid || ': uid not below uidnext ' || "
+	"mb.uidnext FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id "
+	"WHERE m.uid >= mb.uidnext",
+	"SELECT 'message ' || m.mailbox_id || '/' || m.uid || ': modseq ' || m.modseq || "
+	"' above highestmodseq ' || mb.highestmodseq FROM messages m JOIN mailboxes mb "
+	"ON mb.id = m.mailbox_id WHERE m.modseq > mb.highestmodseq",
+	"SELECT 'message ' || m.mailbox_id || '/' || m.uid || ': size ' || m.size || "
+	"' differs from blob size ' || b.size FROM messages m JOIN blobs b ON b.id = m.blob_id "
+	"WHERE m.size <> b.size",
+	"SELECT 'foreign key: ' || \"table\" || ' row ' || rowid || ' -> ' || parent "
+	"FROM pragma_foreign_key_check",
+	"SELECT 'database: ' || quick_check FROM pragma_quick_check WHERE quick_check <> 'ok'",
+};
+
+static int
+sqlite__check_query(sqlite3 *db, const char *sql, struct buf *report, int *problems)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		log_error("event=store_check result=failed error=\"%s\"", sqlite3_errmsg(db));
+		return sqlite__err(db, rc);
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		buf_printf(report, "%s\n", sqlite__col_text(st, 0));
+		(*problems)++;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		log_error("event=store_check result=failed error=\"%s\"", sqlite3_errmsg(db));
+		return sqlite__err(db, rc);
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__check(struct store *store, struct buf *report, store__blob_check_cb *blob_cb)
+{
+	struct sqlite__conn *c = sqlite__reader_get(store);
+	sqlite3_stmt *st;
+	int problems = 0, ret = STORE_OK, rc;
+
+	if (c == NULL)
+		return STORE_ERR_IO;
+	/* One read transaction: every query sees the same snapshot while the writer goes on. */
+	rc = sqlite__exec(c->db, "BEGIN");
+	if (rc != SQLITE_OK) {
+		ret = sqlite__err(c->db, rc);
+		sqlite__reader_put(store, c);
+		return ret;
+	}
+	for (size_t i = 0; i < N_ELEMENTS(sqlite__checks) && ret == STORE_OK; i++)
+		ret = sqlite__check_query(c->db, sqlite__checks[i], report, &problems);
+	if (ret == STORE_OK) {
+		rc = sqlite3_prepare_v2(c->db, "SELECT id, size FROM blobs WHERE refs > 0 "
+		                        "ORDER BY id", -1, &st, NULL);
+		if (rc == SQLITE_OK) {
+			while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+				problems += blob_cb(store, sqlite__col_text(st, 0),
+				                    (uint64_t)sqlite3_column_int64(st, 1), report);
+			}
+			sqlite3_finalize(st);
+		}
+		if (rc != SQLITE_DONE && rc != SQLITE_OK)
+			ret = sqlite__err(c->db, rc);
+	}
+	(void)sqlite__exec(c->db, "COMMIT");
+	sqlite__reader_put(store, c);
+	return ret == STORE_OK ? problems : ret;
+}
+
+const struct store_ops store__sqlite_ops = {
+	.name = "sqlite",
+	.open = sqlite__open,
+	.close = sqlite__close,
+	.last_error = sqlite__last_error,
+	.begin = sqlite__begin,
+	.commit = sqlite__commit,
+	.rollback = sqlite__rollback,
+	.savepoint = sqlite__savepoint,
+	.release = sqlite__release,
+	.rollback_to = sqlite__rollback_to,
+	.in_txn = sqlite__in_txn,
+	.blob_insert = sqlite__blob_insert,
+	.blob_unreferenced = sqlite__blob_unreferenced,
+	.blob_forget = sqlite__blob_forget,
+	.blob_any_unreferenced = sqlite__blob_any_unreferenced,
+	.blob_list_range = sqlite__blob_list_range,
+	.domain_add = sqlite__domain_add,
+	.domain_remove = sqlite__domain_remove,
+	.account_add = sqlite__account_add,
+	.account_set_password = sqlite__account_set_password,
+	.account_remove = sqlite__account_remove,
+	.alias_add = sqlite__alias_add,
+	.alias_remove = sqlite__alias_remove,
+	.deliver = sqlite__deliver,
+	.expunge = sqlite__expunge,
+	.queue_add = sqlite__queue_add,
+	.queue_remove = sqlite__queue_remove,
+	.domain_exists = sqlite__domain_exists,
+	.domain_list = sqlite__domain_list,
+	.account_get = sqlite__account_get,
+	.account_list = sqlite__account_list,
+	.alias_list = sqlite__alias_list,
+	.alias_targets = sqlite__alias_targets,
+	.mailbox_list = sqlite__mailbox_list,
+	.mailbox_get = sqlite__mailbox_get,
+	.message_list = sqlite__message_list,
+	.queue_count = sqlite__queue_count,
+	.check = sqlite__check,
+};

@@ -1,0 +1,17 @@
+/* Shared between the files of the SQLite engine (store_sqlite.c, sqlite_schema.c) only. */
+#ifndef STORE_STORE_SQLITE_H
+#define STORE_STORE_SQLITE_H
+
+#include "core/compat.h"
+
+#include <sqlite3.h>
+
+/* Brings the schema of db (the write connection, outside any transaction) up to the newest
+ * version, in one IMMEDIATE transaction; a no-op when it is current. Refuses a database newer
+ * than this program. Returns STORE_OK or a negative store_err with *error_r set (valid until
+ * the next call on this thread). */
+ATTR_WUR int store__sqlite_migrate(sqlite3 *db, const char **error_r);
+/* The schema version this program writes. */
+int store__sqlite_schema_version(void);
+
+#endif

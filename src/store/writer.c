@@ -1,0 +1,562 @@
+/* Jobs, the writer thread and group commit.
+ *
+ * One batch = the jobs waiting when the writer wakes (at most batch_max). Per batch, in this
+ * order: fsync every blob file (in parallel on the sync pool), rename them into their buckets,
+ * fsync each distinct bucket folder once, then BEGIN IMMEDIATE, one SAVEPOINT per job, COMMIT,
+ * and only then the done callbacks. A job that fails is rolled back to its savepoint and its
+ * files are unlinked; a failed COMMIT fails every job of the batch, so nothing is half-stored.
+ * Jobs submitted once store_close has begun are answered STORE_ERR_SHUTDOWN and never run. */
+#include "store/store_internal.h"
+
+#include "core/log.h"
+#include "core/tpool.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- Jobs ------------------------------------------------------------------------------- */
+
+struct store_job *
+store_job_new(store_job_fn *run, store_done_fn *done, void *ctx)
+{
+	struct store_job *job = xcalloc(1, sizeof(*job));
+
+	job->run = run;
+	job->done = done;
+	job->ctx = ctx;
+	return job;
+}
+
+void
+store_job_add_blob(struct store_job *job, struct store_blob **blob)
+{
+	ASSERT(!(*blob)->in_job);
+	ASSERT(!job->queued);
+	if (job->nblobs == job->blobs_cap) {
+		job->blobs_cap = job->blobs_cap == 0 ? 2 : job->blobs_cap * 2;
+		job->blobs = xrealloc(job->blobs, job->blobs_cap * sizeof(*job->blobs));
+	}
+	(*blob)->in_job = true;
+	job->blobs[job->nblobs++] = *blob;
+	*blob = NULL;
+}
+
+int
+store_job_result(const struct store_job *job, const char **error_r)
+{
+	if (error_r != NULL) {
+		if (job->error != NULL)
+			*error_r = job->error;
+		else
+			*error_r = job->result == STORE_OK ? "" : store_err_str(job->result);
+	}
+	return job->result;
+}
+
+void
+store_job_free(struct store_job **jobp)
+{
+	struct store_job *job = *jobp;
+
+	if (job == NULL)
+		return;
+	for (size_t i = 0; i < job->nblobs; i++)
+		store__blob_destroy(job->blobs[i]);
+	free(job->blobs);
+	free(job->error);
+	free(job);
+	*jobp = NULL;
+}
+
+void
+store__job_fail(struct store_job *job, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	/* The first cause wins: the job's own message (store_txn_error) or the first failure
+	 * reported here; later failures are its consequences. */
+	if (job->result == STORE_OK)
+		job->result = err;
+	if (job->error != NULL)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&job->error, fmt, ap) < 0)
+		job->error = NULL;
+	va_end(ap);
+}
+
+/* ---- One batch -------------------------------------------------------------------------- */
+
+struct store__sync_wait {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t pending;
+};
+
+struct store__sync_task {
+	struct store__sync_wait *wait;
+	struct store_blob *blob;
+};
+
+static void
+store__sync_task_run(void *arg)
+{
+	struct store__sync_task *task = arg;
+	struct store__sync_wait *wait = task->wait;
+
+	(void)store__blob_sync(task->blob);
+	free(task);
+	pthread_mutex_lock(&wait->lock);
+	if (--wait->pending == 0)
+		pthread_cond_signal(&wait->cond);
+	pthread_mutex_unlock(&wait->lock);
+}
+
+/* fsyncs the files of every job still alive, in parallel when there is a sync pool. */
+static void
+store__sync_blobs(struct store *store, struct store_job **jobs, size_t n)
+{
+	struct store__sync_wait wait;
+	size_t count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i]->result == STORE_OK)
+			count += jobs[i]->nblobs;
+	}
+	if (count == 0)
+		return;
+	if (store->sync_pool == NULL || count == 1) {
+		for (size_t i = 0; i < n; i++) {
+			for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++)
+				(void)store__blob_sync(jobs[i]->blobs[j]);
+		}
+	} else {
+		pthread_mutex_init(&wait.lock, NULL);
+		pthread_cond_init(&wait.cond, NULL);
+		wait.pending = count;
+		for (size_t i = 0; i < n; i++) {
+			if (jobs[i]->result != STORE_OK)
+				continue;
+			for (size_t j = 0; j < jobs[i]->nblobs; j++) {
+				struct store__sync_task *task = xmalloc(sizeof(*task));
+
+				task->wait = &wait;
+				task->blob = jobs[i]->blobs[j];
+				tpool_submit(store->sync_pool, store__sync_task_run, task);
+			}
+		}
+		/* Every task must be finished before anything is renamed or committed. */
+		pthread_mutex_lock(&wait.lock);
+		while (wait.pending > 0)
+			pthread_cond_wait(&wait.cond, &wait.lock);
+		pthread_mutex_unlock(&wait.lock);
+		pthread_mutex_destroy(&wait.lock);
+		pthread_cond_destroy(&wait.cond);
+	}
+	pthread_mutex_lock(&store->lock);
+	store->stats.blobs_synced += count;
+	pthread_mutex_unlock(&store->lock);
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++) {
+			struct store_blob *blob = jobs[i]->blobs[j];
+
+			if (blob->sync_err != STORE_OK)
+				store__job_fail(jobs[i], blob->sync_err,
+				                "cannot sync message file %s", blob->id);
+		}
+	}
+}
+
+/* Renames the synced files into place and fsyncs their folders, once per folder. */
+static void
+store__place_blobs(struct store *store, struct store_job **jobs, size_t n)
+{
+	struct store__dirset dirs = {NULL, 0, 0, false};
+	const char *error;
+	size_t placed = 0;
+	int ret;
+
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++) {
+			ret = store__blob_place(jobs[i]->blobs[j], &dirs, &error);
+			if (ret != STORE_OK)
+				store__job_fail(jobs[i], ret, "%s", error);
+			else
+				placed++;
+		}
+	}
+	if (placed == 0) {
+		store__dirset_deinit(&dirs);
+		return;
+	}
+	ret = store__dirset_sync(store, &dirs, &error);
+	if (ret != STORE_OK) {
+		/* Which folder failed hardly matters: a folder that cannot be synced means a
+		 * failing disk. Every job that placed a file fails. */
+		for (size_t i = 0; i < n; i++) {
+			if (jobs[i]->nblobs > 0)
+				store__job_fail(jobs[i], ret, "%s", error);
+		}
+	}
+	pthread_mutex_lock(&store->lock);
+	store->stats.dirs_synced += dirs.n + (dirs.parent ? 1 : 0);
+	pthread_mutex_unlock(&store->lock);
+	store__dirset_deinit(&dirs);
+}
+
+static int
+store__txn_err(int ret)
+{
+	return ret == STORE_ERR_FULL ? STORE_ERR_FULL : STORE_ERR_IO;
+}
+
+/* Runs one job inside its savepoint. Returns false when the whole transaction is lost. */
+static bool
+store__run_job(struct store *store, struct store_txn *txn, struct store_job *job)
+{
+	const struct store_ops *ops = store->ops;
+	int ret;
+
+	txn->job = job;
+	ret = ops->savepoint(store);
+	if (ret != STORE_OK) {
+		store__job_fail(job, store__txn_err(ret), "cannot start job: %s",
+		                ops->last_error(store));
+		return ops->in_txn(store);
+	}
+	for (size_t i = 0; i < job->nblobs && ret == STORE_OK; i++)
+		ret = ops->blob_insert(txn, job->blobs[i]->id, job->blobs[i]->size);
+	if (ret == STORE_OK)
+		ret = job->run(txn, job->ctx);
+	if (ret > 0 || ret < STORE_ERR_SHUTDOWN) {
+		log_error("event=store_job result=bug ret=%d", ret);
+		ret = STORE_ERR_INVALID;
+	}
+	if (ret == STORE_OK) {
+		/* A job that succeeded has no error, whatever it reported on its way. */
+		free(job->error);
+		job->error = NULL;
+		if (ops->in_txn(store))
+			ret = ops->release(store);
+	}
+	if (!ops->in_txn(store)) {
+		/* The engine rolled everything back (e.g. SQLITE_FULL): the jobs before this one
+		 * in the batch are lost too. */
+		store__job_fail(job, store__txn_err(ret), "transaction aborted");
+		return false;
+	}
+	if (ret == STORE_OK)
+		return true;
+	store__job_fail(job, ret, "%s", store_err_str(ret));
+	if (ops->rollback_to(store) != STORE_OK || !ops->in_txn(store)) {
+		log_error("event=store_rollback result=failed error=\"%s\"",
+		          ops->last_error(store));
+		return false;
+	}
+	return true;
+}
+
+/* Fails every job with the error of a lost transaction. */
+static void
+store__fail_all(struct store_job **jobs, size_t n, int err, const char *what, const char *why)
+{
+	for (size_t i = 0; i < n; i++) {
+		/* Jobs that had already failed keep their own reason; the others lost work that
+		 * had succeeded. */
+		if (jobs[i]->result == STORE_OK)
+			store__job_fail(jobs[i], err, "%s: %s", what, why);
+	}
+}
+
+void
+store__run_batch(struct store *store, struct store_job **jobs, size_t n)
+{
+	const struct store_ops *ops = store->ops;
+	struct store_txn txn;
+	size_t alive = 0, failed = 0;
+	bool committed = false;
+	int ret;
+
+	/* A file whose writing failed is never synced, placed or committed. */
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++) {
+			if (jobs[i]->blobs[j]->err != STORE_OK)
+				store__job_fail(jobs[i], jobs[i]->blobs[j]->err,
+				                "writing message file %s failed", jobs[i]->blobs[j]->id);
+		}
+	}
+	store__sync_blobs(store, jobs, n);
+	store__place_blobs(store, jobs, n);
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i]->result == STORE_OK)
+			alive++;
+	}
+
+	if (alive > 0) {
+		pthread_mutex_lock(&store->write_lock);
+		memset(&txn, 0, sizeof(txn));
+		txn.store = store;
+		txn.now = (int64_t)time(NULL);
+		ret = ops->begin(store);
+		if (ret != STORE_OK) {
+			store__fail_all(jobs, n, store__txn_err(ret), "cannot begin transaction",
+			                ops->last_error(store));
+		} else {
+			struct store_job *lost = NULL;
+
+			for (size_t i = 0; i < n && lost == NULL; i++) {
+				if (jobs[i]->result == STORE_OK && !store__run_job(store, &txn, jobs[i]))
+					lost = jobs[i];
+			}
+			if (lost != NULL) {
+				ops->rollback(store);
+				store__fail_all(jobs, n, store__txn_err(lost->result),
+				                "transaction aborted by another job",
+				                lost->error != NULL ? lost->error : "");
+				log_error("event=store_txn result=aborted jobs=%zu error=\"%s\"", n,
+				          lost->error != NULL ? lost->error : "");
+			} else {
+				ret = ops->commit(store);
+				if (ret != STORE_OK) {
+					/* Copied before the rollback replaces it. */
+					char why[256];
+
+					(void)snprintf(why, sizeof(why), "%s", ops->last_error(store));
+					ops->rollback(store);
+					store__fail_all(jobs, n, store__txn_err(ret), "commit failed",
+					                why);
+					log_error("event=store_commit result=failed jobs=%zu error=\"%s\"",
+					          n, why);
+				} else {
+					committed = true;
+				}
+			}
+		}
+		pthread_mutex_unlock(&store->write_lock);
+	}
+
+	/* Files of failed jobs go now, before done: a client told "failed" must not find its
+	 * message later. A crash right here leaves orphans for the sweep. */
+	for (size_t i = 0; i < n; i++) {
+		bool ok = jobs[i]->result == STORE_OK;
+
+		if (!ok)
+			failed++;
+		for (size_t j = 0; j < jobs[i]->nblobs; j++) {
+			if (ok)
+				jobs[i]->blobs[j]->state = STORE__BLOB_COMMITTED;
+			else
+				store__blob_discard(jobs[i]->blobs[j]);
+		}
+	}
+	pthread_mutex_lock(&store->lock);
+	store->stats.jobs += n;
+	store->stats.jobs_failed += failed;
+	if (alive > 0)
+		store->stats.batches++;
+	if (committed) {
+		store->stats.commits++;
+		store->gc_check = true; /* a job may have dropped the last reference of a blob */
+	}
+	pthread_mutex_unlock(&store->lock);
+	for (size_t i = 0; i < n; i++)
+		jobs[i]->done(jobs[i], jobs[i]->ctx);
+}
+
+/* ---- Submission ------------------------------------------------------------------------- */
+
+static void
+store__job_shutdown(struct store_job *job)
+{
+	store__job_fail(job, STORE_ERR_SHUTDOWN, "%s", store_err_str(STORE_ERR_SHUTDOWN));
+	for (size_t i = 0; i < job->nblobs; i++)
+		store__blob_discard(job->blobs[i]);
+	job->done(job, job->ctx);
+}
+
+void
+store_submit(struct store *store, struct store_job *job)
+{
+	ASSERT(!job->queued);
+	job->queued = true;
+	pthread_mutex_lock(&store->lock);
+	if (store->closing) {
+		pthread_mutex_unlock(&store->lock);
+		store__job_shutdown(job);
+		return;
+	}
+	if (!store->opts.background) {
+		/* Inline (CLI) mode: the caller's thread is the writer. */
+		pthread_mutex_unlock(&store->lock);
+		store__run_batch(store, &job, 1);
+		return;
+	}
+	job->next = NULL;
+	if (store->tail != NULL)
+		store->tail->next = job;
+	else
+		store->head = job;
+	store->tail = job;
+	pthread_cond_signal(&store->wake);
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* store_exec: the job's ctx carries the caller's function and ctx and the waiter. */
+struct store__exec {
+	store_job_fn *fn;
+	void *ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static int
+store__exec_run(struct store_txn *txn, void *ctx)
+{
+	struct store__exec *ex = ctx;
+
+	return ex->fn(txn, ex->ctx);
+}
+
+static void
+store__exec_done(struct store_job *job, void *ctx)
+{
+	struct store__exec *ex = ctx;
+
+	(void)job;
+	pthread_mutex_lock(&ex->lock);
+	ex->done = true;
+	pthread_cond_signal(&ex->cond);
+	pthread_mutex_unlock(&ex->lock);
+}
+
+int
+store_exec(struct store *store, store_job_fn *fn, void *ctx, const char **error_r)
+{
+	static _Thread_local char msg[512];
+	struct store__exec ex;
+	struct store_job *job;
+	const char *error;
+	int ret;
+
+	/* From the writer (a job or a done callback) this would wait for itself. */
+	ASSERT(!store->have_writer || !pthread_equal(pthread_self(), store->writer));
+	ex.fn = fn;
+	ex.ctx = ctx;
+	ex.done = false;
+	pthread_mutex_init(&ex.lock, NULL);
+	pthread_cond_init(&ex.cond, NULL);
+	job = store_job_new(store__exec_run, store__exec_done, &ex);
+	store_submit(store, job);
+	pthread_mutex_lock(&ex.lock);
+	while (!ex.done)
+		pthread_cond_wait(&ex.cond, &ex.lock);
+	pthread_mutex_unlock(&ex.lock);
+	pthread_mutex_destroy(&ex.lock);
+	pthread_cond_destroy(&ex.cond);
+	ret = store_job_result(job, &error);
+	(void)snprintf(msg, sizeof(msg), "%s", error); /* truncation only shortens a message */
+	store_job_free(&job);
+	if (error_r != NULL)
+		*error_r = msg;
+	return ret;
+}
+
+/* ---- The writer thread ------------------------------------------------------------------ */
+
+/* One bounded step of unreferenced-blob removal, when a commit may have left some. */
+static void
+store__writer_gc_step(struct store *store)
+{
+	unsigned int rows = 0;
+	int any, ret;
+
+	pthread_mutex_lock(&store->write_lock);
+	any = store->ops->blob_any_unreferenced(store);
+	ret = any > 0 ? store__gc_unreferenced(store, STORE__GC_LIMIT, &rows) : any;
+	pthread_mutex_unlock(&store->write_lock);
+	if (ret < 0) {
+		log_warn("event=store_gc result=failed error=\"%s\"", store_err_str(ret));
+		return;
+	}
+	if (rows == STORE__GC_LIMIT) {
+		/* More are left: continue after the next batch, so jobs are not starved. */
+		pthread_mutex_lock(&store->lock);
+		store->gc_check = true;
+		pthread_mutex_unlock(&store->lock);
+	}
+}
+
+static void *
+store__writer_main(void *arg)
+{
+	struct store *store = arg;
+	struct store_job **batch = xcalloc(store->opts.batch_max, sizeof(*batch));
+
+	pthread_mutex_lock(&store->lock);
+	for (;;) {
+		size_t n = 0;
+
+		while (store->head == NULL && store->gc_reqs == NULL && !store->gc_check &&
+		       !store->closing)
+			pthread_cond_wait(&store->wake, &store->lock);
+		while (store->head != NULL && n < store->opts.batch_max) {
+			batch[n++] = store->head;
+			store->head = store->head->next;
+		}
+		if (store->head == NULL)
+			store->tail = NULL;
+		if (n > 0) {
+			pthread_mutex_unlock(&store->lock);
+			store__run_batch(store, batch, n);
+			pthread_mutex_lock(&store->lock);
+		}
+		if (store->gc_reqs != NULL) {
+			pthread_mutex_unlock(&store->lock);
+			store__gc_serve_requests(store);
+			pthread_mutex_lock(&store->lock);
+		} else if (store->gc_check && !store->closing) {
+			store->gc_check = false;
+			pthread_mutex_unlock(&store->lock);
+			store__writer_gc_step(store);
+			pthread_mutex_lock(&store->lock);
+		}
+		if (store->closing && store->head == NULL && store->gc_reqs == NULL)
+			break;
+	}
+	pthread_mutex_unlock(&store->lock);
+	free(batch);
+	return NULL;
+}
+
+int
+store__writer_start(struct store *store, const char **error_r)
+{
+	int err = pthread_create(&store->writer, NULL, store__writer_main, store);
+
+	if (err != 0) {
+		*error_r = store__tls_error("cannot start the writer thread: %s", strerror(err));
+		return STORE_ERR_IO;
+	}
+	pthread_setname_np(store->writer, "store-writer");
+	store->have_writer = true;
+	return STORE_OK;
+}
+
+void
+store__writer_stop(struct store *store)
+{
+	pthread_mutex_lock(&store->lock);
+	store->closing = true;
+	pthread_cond_signal(&store->wake);
+	pthread_mutex_unlock(&store->lock);
+	if (store->have_writer) {
+		pthread_join(store->writer, NULL);
+		store->have_writer = false;
+	}
+}

@@ -1,0 +1,96 @@
+/* Unit tests for the network layer's pieces that need no event loop: per-address connection
+ * counting (IPv6 per /64) and binding listen addresses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "net/net_internal.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct sockaddr_storage
+addr(const char *text)
+{
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(text, ':') != NULL) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		assert_int_equal(inet_pton(AF_INET6, text, &s6->sin6_addr), 1);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		assert_int_equal(inet_pton(AF_INET, text, &s4->sin_addr), 1);
+	}
+	return ss;
+}
+
+static void
+test_iplimit_counts_per_address(void **state)
+{
+	struct net_iplimit *lim = net__iplimit_new();
+	struct sockaddr_storage a = addr("192.0.2.1"), b = addr("192.0.2.2");
+
+	assert_true(net__iplimit_take(lim, &a, 2));
+	assert_true(net__iplimit_take(lim, &a, 2));
+	assert_false(net__iplimit_take(lim, &a, 2));
+	assert_true(net__iplimit_take(lim, &b, 2)); /* another client is not affected */
+	net__iplimit_release(lim, &a);
+	assert_true(net__iplimit_take(lim, &a, 2));
+	net__iplimit_release(lim, &a);
+	net__iplimit_release(lim, &a);
+	net__iplimit_release(lim, &b);
+	/* Releasing an address that is not counted is harmless. */
+	net__iplimit_release(lim, &b);
+	net__iplimit_free(&lim);
+	assert_null(lim);
+}
+
+static void
+test_iplimit_ipv6_per_64(void **state)
+{
+	struct net_iplimit *lim = net__iplimit_new();
+	struct sockaddr_storage a = addr("2001:db8:1:2::1"), b = addr("2001:db8:1:2:ffff::9"),
+	                        c = addr("2001:db8:1:3::1"), m = addr("::ffff:192.0.2.7"),
+	                        n = addr("::ffff:192.0.2.8");
+
+	assert_true(net__iplimit_take(lim, &a, 1));
+	assert_false(net__iplimit_take(lim, &b, 1)); /* same /64 */
+	assert_true(net__iplimit_take(lim, &c, 1));  /* next /64 */
+	/* v4-mapped addresses are separate IPv4 clients, not one /64. */
+	assert_true(net__iplimit_take(lim, &m, 1));
+	assert_true(net__iplimit_take(lim, &n, 1));
+	net__iplimit_free(&lim); /* frees entries still counted */
+}
+
+static void
+test_bind_addrs(void **state)
+{
+	int fds[8], n;
+	const char *error = NULL;
+
+	n = net__bind_addrs("127.0.0.1:0, [::1]:0", fds, 8, &error);
+	if (n < 0) /* a host without IPv6: bind IPv4 alone */
+		n = net__bind_addrs("127.0.0.1:0", fds, 8, &error);
+	assert_true(n >= 1);
+	while (n > 0)
+		close(fds[--n]);
+	assert_int_equal(net__bind_addrs("localhost:25", fds, 8, &error), -1);
+	assert_non_null(strstr(error, "must be an IP address"));
+	assert_int_equal(net__bind_addrs("", fds, 8, &error), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_iplimit_counts_per_address),
+		cmocka_unit_test(test_iplimit_ipv6_per_64),
+		cmocka_unit_test(test_bind_addrs),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
