@@ -12,7 +12,7 @@ DEPS      = build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-
             libc-ares-dev libcrypt-dev zlib1g-dev openssl ca-certificates
 TEST_DEPS = libcmocka-dev python3 python3-pytest clang
 
-.PHONY: all build run test deps test-deps unit integration fuzz clean
+.PHONY: all build run test deps test-deps unit integration fuzz docs clean
 
 all: build
 
@@ -47,6 +47,10 @@ integration:
 fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DPOSTAMT_FUZZ=ON -DPOSTAMT_SANITIZE=ON >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
+
+# Regenerates the settings reference in docs/CONFIGURATION.md after a setting changed.
+docs: build
+	@./scripts/update-config-doc $(BUILD)/postamt
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD) build-fuzz

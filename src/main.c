@@ -25,6 +25,7 @@ static const struct {
 	{"user", cli_user, "add, list, change the password of or remove accounts"},
 	{"alias", cli_alias, "add, list or remove aliases and catch-alls"},
 	{"store", cli_store, "check the store's consistency, collect unused message files"},
+	{"ban", cli_ban, "list, add or remove bans of the guard against password guessing"},
 };
 
 static int

@@ -18,6 +18,7 @@ int cli_domain(struct cli *cli, int argc, char **argv);
 int cli_user(struct cli *cli, int argc, char **argv);
 int cli_alias(struct cli *cli, int argc, char **argv);
 int cli_store(struct cli *cli, int argc, char **argv);
+int cli_ban(struct cli *cli, int argc, char **argv);
 
 /* Helpers shared by the commands. */
 ATTR_FORMAT(1, 2) void cli_error(const char *fmt, ...);

@@ -8,6 +8,7 @@
 #include "admin/cli.h"
 #include "auth/auth.h"
 #include "core/log.h"
+#include "guard/guard.h"
 #include "net/net.h"
 #include "proto/greeter.h"
 #include "smtp/smtp_server.h"
@@ -17,6 +18,7 @@
 #include <event2/event.h>
 #include <grp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,6 +34,9 @@ struct serve {
 	struct store *store;
 	struct auth *auth;
 	struct tpool *lookups;
+	struct guard *guard;
+	struct event *guard_timer;
+	atomic_bool guard_refreshing;
 	char hostname[256];
 };
 
@@ -45,6 +50,43 @@ apply_log_settings(const struct cfg *cfg)
 		log_set_level(level);
 	if (log_set_target(cfg->log_target, &error) < 0)
 		log_warn("event=config reason=\"%s\"", error);
+}
+
+static void
+guard_options_from(const struct serve *sv, const struct cfg *cfg, struct guard_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->max_failures = cfg->guard_max_failures;
+	o->window = cfg->guard_window;
+	o->ban_time = cfg->guard_ban_time;
+	o->ban_max = cfg->guard_ban_max;
+	o->failure_delay = cfg->auth_failure_delay;
+	o->stale_max_delay = MAX(cfg->guard_stale_max_delay, cfg->auth_failure_delay);
+	o->account_threshold = cfg->guard_account_threshold;
+	o->account_max_delay = MAX(cfg->guard_account_max_delay, cfg->auth_failure_delay);
+	o->stale_notify = cfg->guard_stale_notify != 0;
+	o->allow = cfg->guard_allow;
+	o->hostname = sv->hostname;
+}
+
+static void
+guard_refresh_task(void *arg)
+{
+	struct serve *sv = arg;
+
+	guard_refresh(sv->guard);
+	atomic_store(&sv->guard_refreshing, false);
+}
+
+/* Bans changed by `postamt ban` take effect within a second: the check is one read, on a
+ * worker, never on the accept loop. */
+static void
+on_guard_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct serve *sv = arg;
+
+	if (!atomic_exchange(&sv->guard_refreshing, true))
+		tpool_submit(sv->lookups, guard_refresh_task, sv);
 }
 
 static void
@@ -75,6 +117,13 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	/* Listeners, data_dir and user need a restart; everything else applies now. */
 	apply_log_settings(cfg);
 	smtp_server_reload(cfg);
+	{
+		struct guard_options gopts;
+		const char *gerr;
+		guard_options_from(sv, cfg, &gopts);
+		if (guard_set_options(sv->guard, &gopts, &gerr) < 0)
+			log_error("event=reload result=partial reason=\"%s\"", gerr);
+	}
 	if (net_server_reload(sv->net, cfg, &error) < 0)
 		log_error("event=reload result=partial reason=\"%s; keeping the old certificate\"", error);
 	else
@@ -246,9 +295,22 @@ cli_serve(struct cli *cli, int argc, char **argv)
 	}
 	sv.lookups = tpool_new((unsigned int)sv.cfg->workers, "lookup");
 	{
-		struct smtp_server_env senv = {sv.store, sv.auth, sv.lookups, sv.hostname};
+		struct guard_options gopts;
+		struct timeval second = {1, 0};
+
+		guard_options_from(&sv, sv.cfg, &gopts);
+		if (guard_new(sv.store, sv.lookups, &gopts, &sv.guard, &error) < 0) {
+			log_error("event=start result=failed reason=\"%s\"", error);
+			goto out;
+		}
+		sv.guard_timer = event_new(net_server_base(sv.net), -1, EV_PERSIST, on_guard_timer, &sv);
+		event_add(sv.guard_timer, &second);
+	}
+	{
+		struct smtp_server_env senv = {sv.store, sv.auth, sv.lookups, sv.hostname, sv.guard};
 		smtp_server_setup(&senv, sv.cfg);
 	}
+	greeter_set_guard(sv.guard);
 	sig_term = evsignal_new(net_server_base(sv.net), SIGTERM, on_stop_signal, &sv);
 	sig_int = evsignal_new(net_server_base(sv.net), SIGINT, on_stop_signal, &sv);
 	sig_hup = evsignal_new(net_server_base(sv.net), SIGHUP, on_reload_signal, &sv);
@@ -268,13 +330,16 @@ out:
 		event_free(sig_int);
 	if (sig_hup != NULL)
 		event_free(sig_hup);
+	if (sv.guard_timer != NULL)
+		event_free(sv.guard_timer);
 	/* The I/O loops have ended. Work still queued elsewhere completes first and posts its
 	 * results to the threads' inboxes; net_server_free then runs those, and they find their
 	 * connections closed. So the order is: lookups, auth, store, network. */
-	tpool_free(&sv.lookups);
+	tpool_free(&sv.lookups); /* also runs the guard's queued notices */
 	auth_free(&sv.auth);
 	if (sv.store != NULL)
 		store_close(&sv.store); /* commits every job still queued */
+	guard_free(&sv.guard);
 	net_server_free(&sv.net);
 	if (ret == 0)
 		log_info("event=stop result=ok");

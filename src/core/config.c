@@ -109,6 +109,25 @@ static const struct cfg_setting settings[] = {
 	ROW("auth", "failure_delay", CFG_DURATION, "2s", 0, MINUTES(1), NULL, auth_failure_delay,
 	    "A failed login is answered after this delay; unknown users and wrong passwords alike"),
 
+	ROW("guard", "max_failures", CFG_UINT, "5", 1, 1000, NULL, guard_max_failures,
+	    "Failed logins (different passwords) from one address before it is banned on that service"),
+	ROW("guard", "window", CFG_DURATION, "10m", SECONDS(1), DAYS(1), NULL, guard_window,
+	    "Time in which max_failures must happen"),
+	ROW("guard", "ban_time", CFG_DURATION, "10m", SECONDS(1), DAYS(7), NULL, guard_ban_time,
+	    "Length of a first ban; each further ban within a day doubles it"),
+	ROW("guard", "ban_max", CFG_DURATION, "7d", SECONDS(1), DAYS(365), NULL, guard_ban_max,
+	    "Longest ban"),
+	ROW("guard", "allow", CFG_STRING, "", 0, 0, NULL, guard_allow,
+	    "Addresses and networks never banned (\"192.0.2.0/24 2001:db8::/32\")"),
+	ROW("guard", "stale_notify", CFG_BOOL, "yes", 0, 1, NULL, guard_stale_notify,
+	    "Tell an account's owner (once a day per address) about a device with an old password"),
+	ROW("guard", "stale_max_delay", CFG_DURATION, "30s", 0, MINUTES(5), NULL,
+	    guard_stale_max_delay, "Longest delay for a device that repeats one stale password"),
+	ROW("guard", "account_threshold", CFG_UINT, "10", 1, 100000, NULL, guard_account_threshold,
+	    "Failed logins on one account within the window (any addresses) before it is slowed"),
+	ROW("guard", "account_max_delay", CFG_DURATION, "5s", 0, MINUTES(1), NULL,
+	    guard_account_max_delay, "Longest delay for failures on an account under attack"),
+
 	ROW("log", "target", CFG_ENUM, "stderr", 0, 0, "stderr|syslog", log_target,
 	    "Where log lines go"),
 	ROW("log", "level", CFG_ENUM, "info", 0, 0, "debug|info|warn|error", log_level,
@@ -620,9 +639,20 @@ cfg_doc(FILE *out)
 			             "|---|---|---|---|---|\n", s->section);
 			section = s->section;
 		}
-		if (s->type == CFG_ENUM)
-			snprintf(range, sizeof(range), "%s", s->choices);
-		else if (s->type == CFG_UINT || s->type == CFG_DURATION || s->type == CFG_SIZE) {
+		if (s->type == CFG_ENUM) {
+			/* '|' would end a Markdown table cell. */
+			size_t o = 0;
+			for (const char *c = s->choices; *c != '\0' && o + 3 < sizeof(range); c++) {
+				if (*c == '|') {
+					range[o++] = ',';
+					range[o++] = ' ';
+				} else {
+					range[o++] = *c;
+				}
+			}
+			range[o] = '\0';
+		}
+		if (s->type == CFG_UINT || s->type == CFG_DURATION || s->type == CFG_SIZE) {
 			struct cfg tmp;
 			char lo[32], hi[32];
 			memset(&tmp, 0, sizeof(tmp));

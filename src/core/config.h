@@ -74,6 +74,16 @@ struct cfg {
 	char *password_scheme;
 	uint64_t auth_workers;
 	uint64_t auth_failure_delay; /* ms */
+	/* [guard] */
+	uint64_t guard_max_failures;
+	uint64_t guard_window;          /* ms */
+	uint64_t guard_ban_time;        /* ms */
+	uint64_t guard_ban_max;         /* ms */
+	char *guard_allow;
+	uint64_t guard_stale_notify;    /* bool */
+	uint64_t guard_stale_max_delay; /* ms */
+	uint64_t guard_account_threshold;
+	uint64_t guard_account_max_delay; /* ms */
 	/* [log] */
 	char *log_target;
 	char *log_level;

@@ -84,6 +84,8 @@ struct net_conn {
 	struct bufferevent *raw; /* the socket under a STARTTLS filter, else NULL */
 	struct event *flush_ev;  /* re-checks the socket's output while closing */
 	bool lingering;          /* half-closed, discarding input until EOF or timeout */
+	bool logged;             /* the disconnect line was written */
+	const char *close_reason; /* static text for the disconnect line, or NULL */
 	int fd;
 	struct sockaddr_storage addr;
 	char sid[13];
@@ -383,6 +385,7 @@ check_output_cap(struct net_conn *c)
 	if (out > c->thread->server->max_output && !c->closing) {
 		log_info("sid=%s event=disconnect service=%s rip=%s reason=output-overflow bytes=%zu",
 		         c->sid, service_names[c->service], c->rip, out);
+		c->logged = true;
 		/* A client that does not read its replies is dropped at once, not flushed. */
 		evbuffer_drain(bufferevent_get_output(c->bev), out);
 		conn_schedule_teardown(c, NULL);
@@ -469,9 +472,12 @@ conn_schedule_teardown(struct net_conn *c, const char *reason)
 		return;
 	c->torn_down = true;
 	c->closing = true;
+	if (reason == NULL && !c->logged)
+		reason = c->close_reason ? c->close_reason : "closed";
 	if (reason != NULL)
 		log_info("sid=%s event=disconnect service=%s rip=%s reason=%s", c->sid,
 		         service_names[c->service], c->rip, reason);
+	c->logged = true;
 	if (c->bev != NULL)
 		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	event_base_once(c->thread->base, -1, EV_TIMEOUT, conn_teardown_cb, c, NULL);
@@ -532,6 +538,14 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	/* Called when the output buffer drained: a closing connection may go now. */
 	if (c->closing)
 		conn_finish_close(c);
+}
+
+void
+net_conn_close_because(struct net_conn *c, const char *reason)
+{
+	if (!c->closing)
+		c->close_reason = reason;
+	net_conn_close(c);
 }
 
 void

@@ -126,6 +126,9 @@ ATTR_WUR int net_conn_starttls(struct net_conn *conn);
 void net_conn_set_timeout(struct net_conn *conn, uint64_t ms);
 /* Flushes pending output, then closes; the session's close() runs from the loop. */
 void net_conn_close(struct net_conn *conn);
+/* The same, naming the reason in the disconnect log line (reason: static text, key=value safe,
+ * e.g. "quit", "too-many-errors"). */
+void net_conn_close_because(struct net_conn *conn, const char *reason);
 bool net_conn_is_closing(const struct net_conn *conn);
 
 /* References keep the connection's memory (not the socket) alive for async completions. */

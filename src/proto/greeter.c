@@ -18,6 +18,13 @@ struct greeter {
 };
 
 static const char *greeter_hostname = "localhost";
+static struct guard *greeter_guard;
+
+void
+greeter_set_guard(struct guard *guard)
+{
+	greeter_guard = guard;
+}
 
 void
 greeter_set_hostname(const char *hostname)
@@ -46,6 +53,15 @@ greeter_open(struct net_conn *conn)
 	struct greeter *g = xcalloc(1, sizeof(*g));
 
 	g->kind = kind_of(net_conn_service(conn));
+	if (greeter_guard != NULL && g->kind != KIND_SMTP &&
+	    guard_banned_until(greeter_guard, g->kind == KIND_IMAP ? GUARD_IMAP : GUARD_POP3,
+	                       net_conn_rip(conn)) > 0) {
+		net_conn_printf(conn, g->kind == KIND_IMAP
+		                          ? "* BYE [UNAVAILABLE] Too many failed logins from your address\r\n"
+		                          : "-ERR [SYS/TEMP] Too many failed logins from your address\r\n");
+		net_conn_close_because(conn, "banned");
+		return g;
+	}
 	switch (g->kind) {
 	case KIND_SMTP:
 		net_conn_printf(conn, "220 %s ESMTP Postamt\r\n", greeter_hostname);

@@ -156,9 +156,7 @@ too_many_errors(struct smtp_session *s)
 	if (++s->bad < limits.max_bad)
 		return false;
 	reply(s, "421 4.7.0 Too many errors, closing connection");
-	log_info("sid=%s event=disconnect service=%s rip=%s reason=too-many-errors",
-	         net_conn_sid(s->conn), service_label(s), net_conn_rip(s->conn));
-	net_conn_close(s->conn);
+	net_conn_close_because(s->conn, "too-many-errors");
 	return true;
 }
 
@@ -191,7 +189,7 @@ smtp_unbusy(struct smtp_session *s)
 	s->busy = false;
 	if (s->shutdown_pending && s->state != SMTP_S_DATA && s->state != SMTP_S_BDAT) {
 		reply(s, "421 4.3.2 Service shutting down");
-		net_conn_close(conn);
+		net_conn_close_because(conn, "shutdown");
 	} else {
 		net_conn_resume(conn);
 		/* Pipelined commands may already be buffered: go on with them now. */
@@ -261,6 +259,8 @@ struct auth_op {
 	enum auth_result result;
 	int64_t account_id;
 	char user[256];
+	char rip[64];
+	uint8_t mac[GUARD_MAC_SIZE]; /* keyed hash of the attempted password, for the guard */
 };
 
 static void
@@ -309,11 +309,18 @@ auth_done_cb(enum auth_result result, const struct store_account *account, void 
 {
 	struct auth_op *op = ctx;
 
+	uint64_t delay = limits.failure_delay;
+
 	op->result = result;
 	if (account != NULL)
 		op->account_id = account->id;
-	if (result == AUTH_FAILED && limits.failure_delay > 0)
-		net_thread_post_delayed(net_conn_thread(op->conn), limits.failure_delay, auth_finish, op);
+	if (env.guard != NULL && result == AUTH_FAILED)
+		delay = guard_auth_failed(env.guard, GUARD_SMTP, op->rip, op->user, op->mac);
+	else if (env.guard != NULL && result == AUTH_OK)
+		guard_auth_succeeded(env.guard, GUARD_SMTP, op->rip, op->user);
+	explicit_bzero(op->mac, sizeof(op->mac));
+	if (result == AUTH_FAILED && delay > 0)
+		net_thread_post_delayed(net_conn_thread(op->conn), delay, auth_finish, op);
 	else
 		net_thread_post(net_conn_thread(op->conn), auth_finish, op);
 }
@@ -353,6 +360,10 @@ auth_status(struct smtp_session *s, int status, const char *challenge, const cha
 	op->conn = s->conn;
 	op->s = s;
 	(void)!str_copy(op->user, sizeof(op->user), auth_sasl_user(s->sasl));
+	(void)!str_copy(op->rip, sizeof(op->rip), net_conn_rip(s->conn));
+	if (env.guard != NULL)
+		guard_password_mac(env.guard, auth_sasl_user(s->sasl), auth_sasl_password(s->sasl),
+		                   op->mac);
 	smtp_busy(s);
 	auth_verify_async(env.auth, auth_sasl_user(s->sasl), auth_sasl_password(s->sasl),
 	                  auth_done_cb, op);
@@ -986,11 +997,11 @@ data_too_slow(struct smtp_session *s)
 	    (limits.min_rate > 0 && elapsed > SMTP_SLOW_GRACE_MS &&
 	     size * 1000 / elapsed < limits.min_rate)) {
 		reply(s, "451 4.4.2 Timeout: data transfer too slow");
-		log_info("sid=%s event=disconnect service=%s rip=%s reason=data-too-slow bytes=%llu ms=%llu",
+		log_info("sid=%s event=reject service=%s rip=%s reason=data-too-slow bytes=%llu ms=%llu",
 		         net_conn_sid(s->conn), service_label(s), net_conn_rip(s->conn),
 		         (unsigned long long)size, (unsigned long long)elapsed);
 		transaction_reset(s);
-		net_conn_close(s->conn);
+		net_conn_close_because(s->conn, "data-too-slow");
 		return true;
 	}
 	return false;
@@ -1085,7 +1096,7 @@ dispatch(struct smtp_session *s, const uint8_t *line, size_t len)
 	case SMTP_VERB_NOOP: reply(s, "250 2.0.0 OK"); break;
 	case SMTP_VERB_QUIT:
 		reply(s, "221 2.0.0 Bye");
-		net_conn_close(s->conn);
+		net_conn_close_because(s->conn, "quit");
 		break;
 	case SMTP_VERB_HELP:
 		reply(s, "214 2.0.0 See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
@@ -1185,6 +1196,20 @@ smtp_open(struct net_conn *conn)
 	s->state = SMTP_S_INIT;
 	/* Room for one decoded chunk plus the held-back header. */
 	buf_init(&s->out, SMTP_CHUNK + SMTP_MAX_HEADER_BUFFER + SMTP_CHUNK);
+	if (env.guard != NULL) {
+		int64_t until = guard_banned_until(env.guard, GUARD_SMTP, net_conn_rip(conn));
+		if (until > 0) {
+			char when[64];
+			struct tm tm;
+			time_t t = (time_t)until;
+			gmtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+			net_conn_printf(conn, "421 4.7.0 Too many failed logins from your address; "
+			                      "try again after %s\r\n", when);
+			net_conn_close_because(conn, "banned");
+			return s;
+		}
+	}
 	net_conn_printf(conn, "220 %s ESMTP Postamt\r\n", env.hostname);
 	return s;
 }
@@ -1206,7 +1231,7 @@ smtp_shutdown(void *session, struct net_conn *conn)
 		return;
 	}
 	reply(s, "421 4.3.2 Service shutting down");
-	net_conn_close(conn);
+	net_conn_close_because(conn, "shutdown");
 }
 
 static void

@@ -8,6 +8,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/tpool.h"
+#include "guard/guard.h"
 #include "net/net.h"
 #include "store/store.h"
 
@@ -16,6 +17,7 @@ struct smtp_server_env {
 	struct auth *auth;       /* borrowed */
 	struct tpool *lookups;   /* borrowed: threads for store reads */
 	const char *hostname;    /* borrowed */
+	struct guard *guard;     /* borrowed; NULL = no bans, fixed failure delay */
 };
 
 /* Call once before the server runs; again with a new cfg on reload (limits are copied). */

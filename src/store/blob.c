@@ -20,6 +20,19 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A system call's result, or -1 with errno when a test injects a fault at this point. For the
+ * calls with side effects (write, rename) it is called before them, with ret 0. */
+static int
+store__sys(enum store__fault_point point, int ret)
+{
+	int err = store__fault_at(point);
+
+	if (err == 0)
+		return ret;
+	errno = err;
+	return -1;
+}
+
 static int
 store__random(void *dst, size_t len)
 {
@@ -64,12 +77,25 @@ store_blob_path(struct store *store, const char *blob_id)
 	return xasprintf("%s/%.*s/%s", store->blob_dir, STORE__BUCKET_LEN, blob_id, blob_id);
 }
 
+/* Names a new blob and puts it on the live list in one step under blobs_lock: the sweep reads
+ * the clock before it snapshots the list, so a blob missing from a snapshot was named after
+ * that clock reading, never in an hour the sweep considers long past. */
 static void
-store__live_add(struct store_blob *blob)
+store__live_add(struct store_blob *blob, const uint8_t *rnd, size_t len)
 {
+	static const char hex[] = "0123456789abcdef";
 	struct store *store = blob->store;
+	uint32_t hour;
 
+	ASSERT(STORE__BUCKET_LEN + 2 * len == STORE__BLOB_ID_LEN);
 	pthread_mutex_lock(&store->blobs_lock);
+	hour = (uint32_t)((uint64_t)time(NULL) / 3600);
+	(void)snprintf(blob->id, sizeof(blob->id), "%08x", (unsigned int)hour);
+	for (size_t i = 0; i < len; i++) {
+		blob->id[STORE__BUCKET_LEN + 2 * i] = hex[rnd[i] >> 4];
+		blob->id[STORE__BUCKET_LEN + 2 * i + 1] = hex[rnd[i] & 15];
+	}
+	blob->id[STORE__BLOB_ID_LEN] = '\0';
 	blob->live_prev = NULL;
 	blob->live_next = store->live;
 	if (store->live != NULL)
@@ -119,11 +145,9 @@ char (*store__live_snapshot(struct store *store, size_t *n_r))[STORE__BLOB_ID_LE
 int
 store_blob_new(struct store *store, struct store_blob **blob_r, const char **error_r)
 {
-	static const char hex[] = "0123456789abcdef";
 	struct store_blob *blob;
 	char path[PATH_MAX];
 	uint8_t rnd[(STORE__BLOB_ID_LEN - STORE__BUCKET_LEN) / 2];
-	uint32_t hour = (uint32_t)((uint64_t)time(NULL) / 3600);
 	int fd = -1, err = 0;
 
 	*blob_r = NULL;
@@ -139,15 +163,9 @@ store_blob_new(struct store *store, struct store_blob **blob_r, const char **err
 			free(blob);
 			return STORE_ERR_IO;
 		}
-		(void)snprintf(blob->id, sizeof(blob->id), "%08x", (unsigned int)hour);
-		for (size_t i = 0; i < sizeof(rnd); i++) {
-			blob->id[STORE__BUCKET_LEN + 2 * i] = hex[rnd[i] >> 4];
-			blob->id[STORE__BUCKET_LEN + 2 * i + 1] = hex[rnd[i] & 15];
-		}
-		blob->id[STORE__BLOB_ID_LEN] = '\0';
 		/* Live before the file exists: the sweep must never see the file without the
 		 * blob in the live set. */
-		store__live_add(blob);
+		store__live_add(blob, rnd, sizeof(rnd));
 		store__tmp_path(store, blob->id, path, sizeof(path));
 		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 		if (fd >= 0)
@@ -180,7 +198,7 @@ store_blob_write(struct store_blob *blob, const void *data, size_t len)
 		return blob->err;
 	ASSERT(blob->fd >= 0 && blob->state == STORE__BLOB_TMP);
 	while (len > 0) {
-		ssize_t n = write(blob->fd, p, len);
+		ssize_t n = store__sys(STORE__FAULT_WRITE, 0) < 0 ? -1 : write(blob->fd, p, len);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -273,16 +291,18 @@ store__blob_sync(struct store_blob *blob)
 	int ret = STORE_OK;
 
 	/* fdatasync covers the size (needed to read the data back), which is all we need. */
-	while (fdatasync(blob->fd) < 0) {
-		if (errno == EINTR)
+	while (store__sys(STORE__FAULT_SYNC, fdatasync(blob->fd)) < 0) {
+		int err = errno;
+
+		if (err == EINTR)
 			continue;
+		/* After a failed fsync the page cache state is unknown (the kernel may have
+		 * dropped the dirty pages): never retry, fail the job. */
+		ret = store__errno_err(err);
 		log_warn("event=blob_sync id=%s result=failed error=\"%s\"", blob->id,
-		         strerror(errno));
-		ret = store__errno_err(errno);
+		         strerror(err));
 		break;
 	}
-	/* After a failed fsync the page cache state is unknown (the kernel may have dropped the
-	 * dirty pages): never retry, fail the job. */
 	if (close(blob->fd) < 0 && ret == STORE_OK && errno != EINTR)
 		ret = store__errno_err(errno);
 	blob->fd = -1;
@@ -330,18 +350,21 @@ store__blob_place(struct store_blob *blob, struct store__dirset *dirs, const cha
 	/* Try the rename first: the bucket usually exists. ENOENT means it does not, or the
 	 * sweep just removed it as empty; then create it and retry. */
 	for (int attempt = 0;; attempt++) {
-		if (rename(from, to) == 0)
+		int err;
+
+		if (store__sys(STORE__FAULT_RENAME, 0) == 0 && rename(from, to) == 0)
 			break;
-		if (errno != ENOENT || attempt == 3) {
+		err = errno;
+		if (err != ENOENT || attempt == 3) {
 			*error_r = store__tls_error("cannot move %s into place: %s", blob->id,
-			                            strerror(errno));
-			return store__errno_err(errno);
+			                            strerror(err));
+			return store__errno_err(err);
 		}
 		if (mkdir(bucket, 0750) == 0) {
 			dirs->parent = true; /* the new folder's entry must be made durable too */
-		} else if (errno != EEXIST) {
-			*error_r = store__tls_error("cannot create %s: %s", bucket, strerror(errno));
-			return store__errno_err(errno);
+		} else if ((err = errno) != EEXIST) {
+			*error_r = store__tls_error("cannot create %s: %s", bucket, strerror(err));
+			return store__errno_err(err);
 		}
 	}
 	blob->state = STORE__BLOB_PLACED;
@@ -352,21 +375,23 @@ store__blob_place(struct store_blob *blob, struct store__dirset *dirs, const cha
 int
 store__fsync_dir(const char *path, const char **error_r)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err;
 
 	if (fd < 0) {
-		*error_r = store__tls_error("cannot open %s: %s", path, strerror(errno));
-		return store__errno_err(errno);
+		err = errno;
+		*error_r = store__tls_error("cannot open %s: %s", path, strerror(err));
+		return store__errno_err(err);
 	}
-	while (fsync(fd) < 0) {
+	while (store__sys(STORE__FAULT_DIRSYNC, fsync(fd)) < 0) {
+		err = errno;
 		/* EINVAL: this file system cannot sync folders; nothing more we can do. */
-		if (errno == EINVAL)
+		if (err == EINVAL)
 			break;
-		if (errno == EINTR)
+		if (err == EINTR)
 			continue;
-		*error_r = store__tls_error("cannot sync %s: %s", path, strerror(errno));
+		*error_r = store__tls_error("cannot sync %s: %s", path, strerror(err));
 		(void)close(fd);
-		return store__errno_err(errno);
+		return store__errno_err(err);
 	}
 	(void)close(fd);
 	return STORE_OK;

@@ -21,10 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef char store__id[STORE__BLOB_ID_LEN + 1];
-
 struct store__idlist {
-	store__id *ids;
+	char (*ids)[STORE__BLOB_ID_LEN + 1];
 	size_t n, cap;
 };
 
@@ -61,6 +59,7 @@ store__gc_unreferenced(struct store *store, unsigned int limit, unsigned int *ro
 {
 	const struct store_ops *ops = store->ops;
 	struct store__idlist list = {NULL, 0, 0};
+	unsigned int forgotten = 0;
 	int ret, removed = 0;
 
 	*rows_r = 0;
@@ -75,6 +74,8 @@ store__gc_unreferenced(struct store *store, unsigned int limit, unsigned int *ro
 			continue; /* keep the row: the file is still there */
 		removed += r;
 		ret = ops->blob_forget(store, list.ids[i]);
+		if (ret == STORE_OK)
+			forgotten++;
 	}
 	if (ret == STORE_OK)
 		ret = ops->commit(store);
@@ -83,7 +84,8 @@ store__gc_unreferenced(struct store *store, unsigned int limit, unsigned int *ro
 		log_warn("event=store_gc result=failed error=\"%s\"", ops->last_error(store));
 		ops->rollback(store);
 	}
-	*rows_r = (unsigned int)list.n;
+	/* Rows gone, not rows seen: files that cannot be unlinked must not make callers loop. */
+	*rows_r = ret == STORE_OK ? forgotten : 0;
 	free(list.ids);
 	store__count_removed(store, removed);
 	return ret != STORE_OK ? ret : removed;
@@ -136,7 +138,7 @@ store__gc_serve_requests(struct store *store)
 
 struct store__sweep {
 	struct store *store;
-	store__id *live;
+	char (*live)[STORE__BLOB_ID_LEN + 1];
 	size_t nlive;
 	int64_t now_ms;   /* wall clock, like file times */
 	uint64_t age_ms;
@@ -233,6 +235,41 @@ store__merge_row(const char *id, void *ctx)
 	return 0;
 }
 
+static int
+store__bucket_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static bool
+store__is_settled(const struct store *store, const char *bucket)
+{
+	return store->nsettled > 0 && bsearch(bucket, store->settled, store->nsettled,
+	                                      sizeof(*store->settled), store__bucket_cmp) != NULL;
+}
+
+static void
+store__settle(struct store *store, const char *bucket)
+{
+	if (store->nsettled == store->settled_cap) {
+		store->settled_cap = store->settled_cap == 0 ? 64 : store->settled_cap * 2;
+		store->settled = xrealloc(store->settled,
+		                          store->settled_cap * sizeof(*store->settled));
+	}
+	memcpy(store->settled[store->nsettled++], bucket, sizeof(*store->settled));
+	qsort(store->settled, store->nsettled, sizeof(*store->settled), store__bucket_cmp);
+}
+
+static bool
+store__live_in_bucket(const struct store__sweep *sw, const char *bucket)
+{
+	for (size_t i = 0; i < sw->nlive; i++) {
+		if (memcmp(sw->live[i], bucket, STORE__BUCKET_LEN) == 0)
+			return true;
+	}
+	return false;
+}
+
 static bool
 store__is_bucket_name(const char *name)
 {
@@ -245,7 +282,9 @@ store__is_bucket_name(const char *name)
 	return i == STORE__BUCKET_LEN;
 }
 
-static void
+/* Sweeps one bucket. Returns true when it is settled: its hour is over by more than
+ * blob_orphan_age, no live blob belongs to it and every file in it was checked. */
+static bool
 store__sweep_bucket(struct store__sweep *sw, int parentfd, const char *bucket)
 {
 	struct store__idlist cand = {NULL, 0, 0};
@@ -253,7 +292,9 @@ store__sweep_bucket(struct store__sweep *sw, int parentfd, const char *bucket)
 	char lo[STORE__BUCKET_LEN + 1], hi[STORE__BUCKET_LEN + 2];
 	size_t entries = 0, removed_here;
 	struct dirent *de;
-	unsigned long hour;
+	unsigned long hour = strtoul(bucket, NULL, 16);
+	bool old = ((int64_t)hour + 1) * 3600 * 1000 + (int64_t)sw->age_ms < sw->now_ms;
+	bool complete = true;
 	int fd, before;
 	DIR *dir;
 
@@ -261,16 +302,21 @@ store__sweep_bucket(struct store__sweep *sw, int parentfd, const char *bucket)
 	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
 		if (fd >= 0)
 			(void)close(fd);
-		return;
+		return false;
 	}
 	while ((de = readdir(dir)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		entries++;
+		/* Names we never create are not ours to judge or remove. */
 		if (!store__valid_blob_id(de->d_name) ||
-		    memcmp(de->d_name, bucket, STORE__BUCKET_LEN) != 0 ||
-		    store__is_live(sw, de->d_name) || !store__old_file(sw, dirfd(dir), de->d_name))
+		    memcmp(de->d_name, bucket, STORE__BUCKET_LEN) != 0)
 			continue;
+		if (store__is_live(sw, de->d_name) ||
+		    !store__old_file(sw, dirfd(dir), de->d_name)) {
+			complete = false;
+			continue;
+		}
 		store__idlist_add(&cand, de->d_name);
 	}
 	before = sw->removed;
@@ -289,6 +335,8 @@ store__sweep_bucket(struct store__sweep *sw, int parentfd, const char *bucket)
 				if (!merge.has_row[i])
 					store__sweep_unlink(sw, dirfd(dir), bucket, cand.ids[i]);
 			}
+		} else {
+			complete = false;
 		}
 		free(merge.has_row);
 	}
@@ -298,12 +346,12 @@ store__sweep_bucket(struct store__sweep *sw, int parentfd, const char *bucket)
 	/* An empty bucket of an hour long past goes too. A writer that still places a file of
 	 * that hour recreates it (store__blob_place retries on ENOENT). */
 	removed_here = (size_t)(sw->removed - before);
-	hour = strtoul(bucket, NULL, 16);
-	if (entries == removed_here &&
-	    ((int64_t)hour + 1) * 3600 * 1000 + (int64_t)sw->age_ms < sw->now_ms) {
-		if (unlinkat(parentfd, bucket, AT_REMOVEDIR) == 0)
-			log_debug("event=blob_bucket_removed bucket=%s", bucket);
+	if (old && entries == removed_here &&
+	    unlinkat(parentfd, bucket, AT_REMOVEDIR) == 0) {
+		log_debug("event=blob_bucket_removed bucket=%s", bucket);
+		return false;
 	}
+	return old && complete && !store__live_in_bucket(sw, bucket);
 }
 
 static int
@@ -312,7 +360,8 @@ store__gc_orphans_run(struct store *store, bool interruptible)
 	struct store__sweep sw;
 	struct timespec ts;
 	struct dirent *de;
-	struct store__idlist buckets = {NULL, 0, 0};
+	char (*buckets)[STORE__BUCKET_LEN + 1] = NULL;
+	size_t nbuckets = 0, cap = 0;
 	DIR *dir;
 
 	pthread_mutex_lock(&store->sweep_lock);
@@ -335,14 +384,27 @@ store__gc_orphans_run(struct store *store, bool interruptible)
 		log_warn("event=blob_sweep result=failed error=\"%s\"", strerror(errno));
 	} else {
 		while ((de = readdir(dir)) != NULL) {
-			if (store__is_bucket_name(de->d_name))
-				store__idlist_add(&buckets, de->d_name);
+			if (!store__is_bucket_name(de->d_name))
+				continue;
+			if (nbuckets == cap) {
+				cap = cap == 0 ? 64 : cap * 2;
+				buckets = xrealloc(buckets, cap * sizeof(*buckets));
+			}
+			memcpy(buckets[nbuckets++], de->d_name, sizeof(*buckets));
 		}
-		for (size_t i = 0; i < buckets.n && !store__sweep_stopped(&sw); i++)
-			store__sweep_bucket(&sw, dirfd(dir), buckets.ids[i]);
+		for (size_t i = 0; i < nbuckets && !store__sweep_stopped(&sw); i++) {
+			if (store__is_settled(store, buckets[i])) {
+				/* Only unreferenced-blob removal can change it now: one rmdir tells
+				 * whether it became empty. */
+				(void)unlinkat(dirfd(dir), buckets[i], AT_REMOVEDIR);
+				continue;
+			}
+			if (store__sweep_bucket(&sw, dirfd(dir), buckets[i]))
+				store__settle(store, buckets[i]);
+		}
 		closedir(dir);
 	}
-	free(buckets.ids);
+	free(buckets);
 	free(sw.live);
 	pthread_mutex_unlock(&store->sweep_lock);
 	store__count_removed(store, sw.removed);
@@ -381,6 +443,7 @@ store__sweeper_main(void *arg)
 		/* Unreferenced rows may come from other processes (the CLI) too: have the writer
 		 * look, then sweep for orphans here, off the writer's path. */
 		store->gc_check = true;
+		store->gc_stuck = false;
 		pthread_cond_signal(&store->wake);
 		pthread_mutex_unlock(&store->lock);
 		(void)store__gc_orphans_run(store, true);

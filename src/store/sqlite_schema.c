@@ -174,6 +174,19 @@ store__v1_secret(sqlite3 *db, const char **error_r)
 	return STORE_OK;
 }
 
+/* v2: what the guard keeps across restarts. */
+static const char store__schema_v2[] =
+	"ALTER TABLE guard_bans ADD COLUMN strikes INTEGER NOT NULL DEFAULT 1;"
+	"CREATE TABLE guard_stale ("
+	"  user TEXT NOT NULL COLLATE NOCASE,"
+	"  ip TEXT NOT NULL,"
+	"  service TEXT NOT NULL,"
+	"  attempts INTEGER NOT NULL," /* count */
+	"  since INTEGER NOT NULL,"    /* seconds */
+	"  last INTEGER NOT NULL,"     /* seconds */
+	"  PRIMARY KEY (user, ip, service)"
+	");";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -181,6 +194,7 @@ struct store__migration {
 
 static const struct store__migration store__migrations[] = {
 	{store__schema_v1, store__v1_secret},
+	{store__schema_v2, NULL},
 };
 
 int

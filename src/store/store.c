@@ -24,6 +24,8 @@
 /* Longest domain name: RFC 1035 2.3.4 (253 octets in text form). */
 #define STORE__MAX_DOMAIN 253
 
+int (*store__fault)(enum store__fault_point point);
+
 bool
 store_err_is_temporary(int err)
 {
@@ -150,23 +152,22 @@ store__norm_address(const char *s, bool catchall, char *dst, size_t size,
 	return NULL;
 }
 
-/* A password hash or similar opaque token: printable, no separators that break logs. */
-static const char *
-store__check_token(const char *s, size_t max, const char *what)
+/* A password hash: printable ASCII without spaces (so it never breaks a log line or a file
+ * format), shorter than max. */
+static bool
+store__valid_token(const char *s, size_t max)
 {
 	size_t len = strlen(s);
 
-	if (len == 0)
-		return what;
-	if (len >= max)
-		return what;
+	if (len == 0 || len >= max)
+		return false;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (c < 0x21 || c == 0x7f)
-			return what;
+		if (c < 0x21 || c >= 0x7f)
+			return false;
 	}
-	return NULL;
+	return true;
 }
 
 /* ---- Open and close --------------------------------------------------------------------- */
@@ -181,18 +182,20 @@ store__mkdir(const char *path, const char **error_r)
 	int ret;
 
 	if (mkdir(path, 0750) < 0) {
-		if (errno == EEXIST)
+		int err = errno;
+
+		if (err == EEXIST)
 			return STORE_OK;
-		*error_r = store__tls_error("cannot create %s: %s", path, strerror(errno));
-		return store__errno_err(errno);
+		*error_r = store__tls_error("cannot create %s: %s", path, strerror(err));
+		return store__errno_err(err);
 	}
 	parent = xstrdup(path);
 	slash = strrchr(parent, '/');
-	if (slash == NULL)
+	if (slash == NULL) {
 		ret = store__fsync_dir(".", error_r);
-	else if (slash == parent)
+	} else if (slash == parent) {
 		ret = store__fsync_dir("/", error_r);
-	else {
+	} else {
 		*slash = '\0';
 		ret = store__fsync_dir(parent, error_r);
 	}
@@ -210,6 +213,7 @@ store__free(struct store *store)
 	pthread_cond_destroy(&store->sweep_wake);
 	pthread_mutex_destroy(&store->blobs_lock);
 	pthread_mutex_destroy(&store->sweep_lock);
+	free(store->settled);
 	free(store->database);
 	free(store->blob_dir);
 	free(store->tmp_dir);
@@ -405,8 +409,7 @@ store_txn_account_add(struct store_txn *txn, const char *address, const char *pw
 	why = store__norm_address(address, false, norm, sizeof(norm), &domain);
 	if (why != NULL)
 		return store__txn_refuse(txn, address, why);
-	if (store__check_token(pwhash, sizeof(((struct store_account *)NULL)->pwhash),
-	                       "invalid password hash") != NULL) {
+	if (!store__valid_token(pwhash, sizeof(((struct store_account *)NULL)->pwhash))) {
 		store_txn_error(txn, "invalid password hash");
 		return STORE_ERR_INVALID;
 	}
@@ -427,8 +430,7 @@ store_txn_account_set_password(struct store_txn *txn, const char *address, const
 	why = store__norm_address(address, false, norm, sizeof(norm), &domain);
 	if (why != NULL)
 		return store__txn_refuse(txn, address, why);
-	if (store__check_token(pwhash, sizeof(((struct store_account *)NULL)->pwhash),
-	                       "invalid password hash") != NULL) {
+	if (!store__valid_token(pwhash, sizeof(((struct store_account *)NULL)->pwhash))) {
 		store_txn_error(txn, "invalid password hash");
 		return STORE_ERR_INVALID;
 	}
@@ -661,6 +663,86 @@ int
 store_queue_count(struct store *store, uint64_t *count_r)
 {
 	return store->ops->queue_count(store, count_r);
+}
+
+/* ---- Guard state ------------------------------------------------------------------------ */
+
+int
+store_txn_ban_set(struct store_txn *txn, const struct store_ban *ban)
+{
+	if (ban->ip[0] == '\0' || ban->service[0] == '\0') {
+		store_txn_error(txn, "a ban needs an address and a service");
+		return STORE_ERR_INVALID;
+	}
+	return txn->store->ops->ban_set(txn, ban);
+}
+
+int
+store_txn_ban_remove(struct store_txn *txn, const char *ip, const char *service)
+{
+	return txn->store->ops->ban_remove(txn, ip, service);
+}
+
+int
+store_txn_stale_set(struct store_txn *txn, const struct store_stale *stale)
+{
+	return txn->store->ops->stale_set(txn, stale);
+}
+
+int
+store_txn_meta_bump(struct store_txn *txn, const char *key)
+{
+	return txn->store->ops->meta_bump(txn, key);
+}
+
+int
+store_ban_list(struct store *store, store_ban_cb *cb, void *ctx)
+{
+	return store->ops->ban_list(store, cb, ctx);
+}
+
+int
+store_stale_list(struct store *store, store_stale_cb *cb, void *ctx)
+{
+	return store->ops->stale_list(store, cb, ctx);
+}
+
+int
+store_meta_get_int(struct store *store, const char *key, int64_t *value_r)
+{
+	char text[32];
+	uint64_t v;
+	int ret = store->ops->meta_get(store, key, text, sizeof(text));
+
+	*value_r = 0;
+	if (ret < 0)
+		return ret;
+	if (ret == 1 && str_to_u64(text, &v) == 0 && v <= INT64_MAX)
+		*value_r = (int64_t)v;
+	return STORE_OK;
+}
+
+int
+store_secret(struct store *store, uint8_t secret[32])
+{
+	char hex[80];
+	int ret = store->ops->meta_get(store, "server_secret", hex, sizeof(hex));
+
+	if (ret < 0)
+		return ret;
+	if (ret == 0 || strlen(hex) != 64)
+		return STORE_ERR_NOTFOUND;
+	for (int i = 0; i < 32; i++) {
+		unsigned int hi, lo;
+		char c1 = hex[2 * i], c2 = hex[2 * i + 1];
+		hi = (unsigned int)(c1 <= '9' ? c1 - '0' : (c1 | 0x20) - 'a' + 10);
+		lo = (unsigned int)(c2 <= '9' ? c2 - '0' : (c2 | 0x20) - 'a' + 10);
+		if (hi > 15 || lo > 15)
+			return STORE_ERR_IO;
+		secret[i] = (uint8_t)(hi << 4 | lo);
+	}
+	explicit_bzero(hex, sizeof(hex));
+	return STORE_OK;
 }
 
 /* ---- Check and gc ----------------------------------------------------------------------- */

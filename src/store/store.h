@@ -152,6 +152,46 @@ int store_txn_queue_add(struct store_txn *txn, const char *blob_id, const char *
                         const char *const *rcpts, size_t nrcpts, int priority, int64_t *id_r);
 int store_txn_queue_remove(struct store_txn *txn, int64_t queue_id);
 
+/* ---- Guard state ------------------------------------------------------------------------ */
+
+struct store_ban {
+	char ip[64];       /* an address, or an IPv6 /64 prefix "2001:db8::/64" */
+	char service[16];  /* "smtp", "imap", "pop3" */
+	int64_t until;     /* seconds since the epoch */
+	int64_t created;   /* seconds: when this ban started */
+	uint32_t failures; /* count that caused it */
+	uint32_t strikes;  /* bans within a day of each other, for the doubling */
+	char reason[128];
+};
+
+/* A device that keeps trying one outdated password (no password data is ever stored). */
+struct store_stale {
+	char user[256];
+	char ip[64];
+	char service[16];
+	uint32_t attempts;   /* count */
+	int64_t since, last; /* seconds */
+};
+
+/* Inserts or replaces the ban of (ip, service). */
+int store_txn_ban_set(struct store_txn *txn, const struct store_ban *ban);
+/* Removes the bans of ip on service (NULL: on every service). Not found is not an error. */
+int store_txn_ban_remove(struct store_txn *txn, const char *ip, const char *service);
+/* Inserts or replaces the record of (user, ip, service). */
+int store_txn_stale_set(struct store_txn *txn, const struct store_stale *stale);
+/* Adds 1 to the integer meta value key (created at 1). */
+int store_txn_meta_bump(struct store_txn *txn, const char *key);
+
+typedef int store_ban_cb(const struct store_ban *ban, void *ctx);
+typedef int store_stale_cb(const struct store_stale *stale, void *ctx);
+/* Every ban, expired ones included (the caller filters by until). */
+int store_ban_list(struct store *store, store_ban_cb *cb, void *ctx);
+int store_stale_list(struct store *store, store_stale_cb *cb, void *ctx);
+/* The integer meta value key, 0 when absent. STORE_OK or a negative store_err. */
+int store_meta_get_int(struct store *store, const char *key, int64_t *value_r);
+/* The per-server secret (32 random bytes made with the database). */
+int store_secret(struct store *store, uint8_t secret[32]);
+
 /* ---- Reads (synchronous; not on I/O threads) -------------------------------------------- */
 
 struct store_account {

@@ -92,7 +92,8 @@ struct store_ops {
 	int (*account_list)(struct store *store, const char *domain, store_account_cb *cb,
 	                    void *ctx);
 	int (*alias_list)(struct store *store, store_alias_cb *cb, void *ctx);
-	int (*alias_targets)(struct store *store, const char *source, store_alias_cb *cb, void *ctx);
+	int (*alias_targets)(struct store *store, const char *source, store_alias_cb *cb,
+	                     void *ctx);
 	int (*mailbox_list)(struct store *store, int64_t account_id, store_mailbox_cb *cb,
 	                    void *ctx);
 	int (*mailbox_get)(struct store *store, int64_t account_id, const char *name,
@@ -100,6 +101,15 @@ struct store_ops {
 	int (*message_list)(struct store *store, int64_t mailbox_id, store_message_cb *cb,
 	                    void *ctx);
 	int (*queue_count)(struct store *store, uint64_t *count_r);
+	/* Guard state (writes inside a job, reads on the pool). */
+	int (*ban_set)(struct store_txn *txn, const struct store_ban *ban);
+	int (*ban_remove)(struct store_txn *txn, const char *ip, const char *service);
+	int (*stale_set)(struct store_txn *txn, const struct store_stale *stale);
+	int (*meta_bump)(struct store_txn *txn, const char *key);
+	int (*ban_list)(struct store *store, store_ban_cb *cb, void *ctx);
+	int (*stale_list)(struct store *store, store_stale_cb *cb, void *ctx);
+	/* The text meta value of key into out: 1 found, 0 absent, or a negative store_err. */
+	int (*meta_get)(struct store *store, const char *key, char *out, size_t outsize);
 	/* Database checks; calls blob_cb for every referenced blob. Returns problems or < 0. */
 	int (*check)(struct store *store, struct buf *report, store__blob_check_cb *blob_cb);
 };
@@ -173,6 +183,7 @@ struct store {
 	struct store_job *head, *tail;
 	struct store__gc_req *gc_reqs;
 	bool gc_check;   /* unreferenced blobs may exist: look after the next batch */
+	bool gc_stuck;   /* the last look removed nothing: wait for the sweeper's next turn */
 	bool closing;    /* no new jobs; the writer drains and stops */
 	bool stopping;   /* the sweeper stops */
 	bool have_writer, have_sweeper;
@@ -186,9 +197,33 @@ struct store {
 	struct store_blob *live;
 	size_t nlive;
 
-	/* One orphan sweep at a time (sweeper thread or store_blob_gc). */
+	/* One orphan sweep at a time (sweeper thread or store_blob_gc), and what sweeps learnt:
+	 * buckets found clean once their hour was over by more than blob_orphan_age. A bucket
+	 * only receives blobs created in its hour, so no orphan can appear there any more and
+	 * later sweeps skip it; the steady-state cost of a sweep follows the recent hours, not
+	 * the number of messages. Sorted. Under sweep_lock. */
 	pthread_mutex_t sweep_lock;
+	char (*settled)[STORE__BUCKET_LEN + 1];
+	size_t nsettled, settled_cap;
 };
+
+/* Fault injection for tests: when set, called at each of these points; a non-zero return is
+ * an errno that makes the step fail as if the system call had. NULL outside tests; set it only
+ * while no job is being run. */
+enum store__fault_point {
+	STORE__FAULT_WRITE,   /* store_blob_write */
+	STORE__FAULT_SYNC,    /* fdatasync of a blob */
+	STORE__FAULT_RENAME,  /* rename of a blob into its bucket */
+	STORE__FAULT_DIRSYNC, /* fsync of a bucket folder */
+	STORE__FAULT_COMMIT,  /* COMMIT of a batch (rolled back instead) */
+};
+extern int (*store__fault)(enum store__fault_point point);
+
+static inline int
+store__fault_at(enum store__fault_point point)
+{
+	return store__fault != NULL ? store__fault(point) : 0;
+}
 
 /* store.c */
 void store__stats(struct store *store, struct store__stats *r);
@@ -239,7 +274,7 @@ int store__blob_unlink(struct store *store, const char *id);
 
 /* gc.c */
 /* One transaction removing up to limit unreferenced blobs (files, then rows). Caller holds
- * write_lock. Returns files removed or < 0; *rows_r = rows handled. */
+ * write_lock. Returns files removed or < 0; *rows_r = rows deleted. */
 int store__gc_unreferenced(struct store *store, unsigned int limit, unsigned int *rows_r);
 /* Loops the above until no unreferenced blob is left. */
 int store__gc_unreferenced_all(struct store *store);

@@ -64,6 +64,14 @@ enum sqlite__st {
 	ST_QUEUE_RCPT_INSERT,
 	ST_QUEUE_DELETE,
 	ST_QUEUE_COUNT,
+	ST_BAN_SET,
+	ST_BAN_REMOVE_ONE,
+	ST_BAN_REMOVE_ALL,
+	ST_BAN_LIST,
+	ST_STALE_SET,
+	ST_STALE_LIST,
+	ST_META_BUMP,
+	ST_META_GET,
 	ST_COUNT
 };
 
@@ -106,7 +114,8 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_ALIAS_LIST] = "SELECT source, target FROM aliases ORDER BY source, target",
 	[ST_ALIAS_TARGETS] = "SELECT source, target FROM aliases WHERE source = ?1 ORDER BY target",
 	[ST_MAILBOX_INSERT] = "INSERT INTO mailboxes (account_id, name, special_use, subscribed, "
-	                      "uidvalidity, uidnext, highestmodseq) VALUES (?1, ?2, ?3, 1, ?4, 1, 1)",
+	                      "uidvalidity, uidnext, highestmodseq) "
+	                      "VALUES (?1, ?2, ?3, 1, ?4, 1, 1)",
 	[ST_MAILBOX_NEXT] = "SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?1",
 	[ST_MAILBOX_BUMP_UID] = "UPDATE mailboxes SET uidnext = uidnext + 1, "
 	                        "highestmodseq = highestmodseq + 1 WHERE id = ?1",
@@ -127,6 +136,19 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	                         "attempts, next_attempt) VALUES (?1, ?2, ?3, 0, 0, ?4)",
 	[ST_QUEUE_DELETE] = "DELETE FROM queue WHERE id = ?1",
 	[ST_QUEUE_COUNT] = "SELECT count(*) FROM queue",
+	[ST_BAN_SET] = "INSERT OR REPLACE INTO guard_bans (ip, service, until, reason, failures, "
+	               "created, strikes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[ST_BAN_REMOVE_ONE] = "DELETE FROM guard_bans WHERE ip = ?1 AND service = ?2",
+	[ST_BAN_REMOVE_ALL] = "DELETE FROM guard_bans WHERE ip = ?1",
+	[ST_BAN_LIST] = "SELECT ip, service, until, created, failures, strikes, reason "
+	                "FROM guard_bans ORDER BY until",
+	[ST_STALE_SET] = "INSERT OR REPLACE INTO guard_stale (user, ip, service, attempts, since, last) "
+	                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_STALE_LIST] = "SELECT user, ip, service, attempts, since, last FROM guard_stale "
+	                  "ORDER BY last DESC",
+	[ST_META_BUMP] = "INSERT INTO meta (key, value) VALUES (?1, '1') ON CONFLICT(key) DO "
+	                 "UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
 };
 
 struct sqlite__conn {
@@ -1377,6 +1399,138 @@ sqlite__check(struct store *store, struct buf *report, store__blob_check_cb *blo
 	return ret == STORE_OK ? problems : ret;
 }
 
+/* ---- Guard state ------------------------------------------------------------------------ */
+
+static int
+sqlite__ban_set(struct store_txn *txn, const struct store_ban *b)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_BAN_SET);
+	sqlite__bind_text(st, 1, b->ip);
+	sqlite__bind_text(st, 2, b->service);
+	sqlite3_bind_int64(st, 3, b->until);
+	sqlite__bind_text(st, 4, b->reason);
+	sqlite3_bind_int64(st, 5, b->failures);
+	sqlite3_bind_int64(st, 6, b->created);
+	sqlite3_bind_int64(st, 7, b->strikes);
+	rc = sqlite__run(st);
+	return rc == SQLITE_DONE ? STORE_OK : sqlite__txn_fail(txn, rc, "cannot save ban");
+}
+
+static int
+sqlite__ban_remove(struct store_txn *txn, const char *ip, const char *service)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, service != NULL ? ST_BAN_REMOVE_ONE : ST_BAN_REMOVE_ALL);
+	sqlite__bind_text(st, 1, ip);
+	if (service != NULL)
+		sqlite__bind_text(st, 2, service);
+	rc = sqlite__run(st);
+	return rc == SQLITE_DONE ? STORE_OK : sqlite__txn_fail(txn, rc, "cannot remove ban");
+}
+
+static int
+sqlite__stale_set(struct store_txn *txn, const struct store_stale *s)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_STALE_SET);
+	sqlite__bind_text(st, 1, s->user);
+	sqlite__bind_text(st, 2, s->ip);
+	sqlite__bind_text(st, 3, s->service);
+	sqlite3_bind_int64(st, 4, s->attempts);
+	sqlite3_bind_int64(st, 5, s->since);
+	sqlite3_bind_int64(st, 6, s->last);
+	rc = sqlite__run(st);
+	return rc == SQLITE_DONE ? STORE_OK : sqlite__txn_fail(txn, rc, "cannot save stale login");
+}
+
+static int
+sqlite__meta_bump(struct store_txn *txn, const char *key)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_META_BUMP);
+	sqlite__bind_text(st, 1, key);
+	rc = sqlite__run(st);
+	return rc == SQLITE_DONE ? STORE_OK : sqlite__txn_fail(txn, rc, "cannot update counter");
+}
+
+static int
+sqlite__ban_list(struct store *store, store_ban_cb *cb, void *ctx)
+{
+	struct store_ban b;
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_BAN_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		memset(&b, 0, sizeof(b));
+		if (sqlite__copy(b.ip, sizeof(b.ip), r.st, 0) < 0 ||
+		    sqlite__copy(b.service, sizeof(b.service), r.st, 1) < 0)
+			continue; /* not a row we wrote */
+		b.until = sqlite3_column_int64(r.st, 2);
+		b.created = sqlite3_column_int64(r.st, 3);
+		b.failures = (uint32_t)sqlite3_column_int64(r.st, 4);
+		b.strikes = (uint32_t)sqlite3_column_int64(r.st, 5);
+		(void)!str_copy(b.reason, sizeof(b.reason), sqlite__col_text(r.st, 6));
+		ret = cb(&b, ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__stale_list(struct store *store, store_stale_cb *cb, void *ctx)
+{
+	struct store_stale s;
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_STALE_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		memset(&s, 0, sizeof(s));
+		if (sqlite__copy(s.user, sizeof(s.user), r.st, 0) < 0 ||
+		    sqlite__copy(s.ip, sizeof(s.ip), r.st, 1) < 0 ||
+		    sqlite__copy(s.service, sizeof(s.service), r.st, 2) < 0)
+			continue;
+		s.attempts = (uint32_t)sqlite3_column_int64(r.st, 3);
+		s.since = sqlite3_column_int64(r.st, 4);
+		s.last = sqlite3_column_int64(r.st, 5);
+		ret = cb(&s, ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__meta_get(struct store *store, const char *key, char *out, size_t outsize)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_META_GET);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite__bind_text(r.st, 1, key);
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW)
+		ret = sqlite__copy(out, outsize, r.st, 0) < 0 ? STORE_ERR_IO : 1;
+	return sqlite__read_end(&r, rc, ret);
+}
+
 const struct store_ops store__sqlite_ops = {
 	.name = "sqlite",
 	.open = sqlite__open,
@@ -1415,5 +1569,12 @@ const struct store_ops store__sqlite_ops = {
 	.mailbox_get = sqlite__mailbox_get,
 	.message_list = sqlite__message_list,
 	.queue_count = sqlite__queue_count,
+	.ban_set = sqlite__ban_set,
+	.ban_remove = sqlite__ban_remove,
+	.stale_set = sqlite__stale_set,
+	.meta_bump = sqlite__meta_bump,
+	.ban_list = sqlite__ban_list,
+	.stale_list = sqlite__stale_list,
+	.meta_get = sqlite__meta_get,
 	.check = sqlite__check,
 };

@@ -4,8 +4,11 @@
  * order: fsync every blob file (in parallel on the sync pool), rename them into their buckets,
  * fsync each distinct bucket folder once, then BEGIN IMMEDIATE, one SAVEPOINT per job, COMMIT,
  * and only then the done callbacks. A job that fails is rolled back to its savepoint and its
- * files are unlinked; a failed COMMIT fails every job of the batch, so nothing is half-stored.
- * Jobs submitted once store_close has begun are answered STORE_ERR_SHUTDOWN and never run. */
+ * files are unlinked; a failed COMMIT fails every job of the batch, so nothing is half-stored
+ * (its files are left to the orphan sweep, which removes them only if no row names them).
+ * Jobs submitted once store_close has begun are answered STORE_ERR_SHUTDOWN and never run.
+ * The writer thread is the only user of the write connection in serve mode; in inline mode
+ * (CLI) the caller's thread runs the same batch code for one job. */
 #include "store/store_internal.h"
 
 #include "core/log.h"
@@ -18,6 +21,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* True on a thread while it runs a transaction: a nested store_exec (or an inline submit)
+ * would wait for that thread itself. */
+static _Thread_local bool store__in_txn;
 
 /* ---- Jobs ------------------------------------------------------------------------------- */
 
@@ -273,21 +280,67 @@ store__fail_all(struct store_job **jobs, size_t n, int err, const char *what, co
 	}
 }
 
+/* Runs the jobs still alive in one transaction. Returns true if it committed; sets *unsure
+ * when COMMIT failed, since then the outcome on disk is unknown (e.g. the WAL was written but
+ * its fsync failed: recovery after a crash may still replay it). */
+static bool
+store__transact(struct store *store, struct store_job **jobs, size_t n, bool *unsure)
+{
+	const struct store_ops *ops = store->ops;
+	struct store_job *lost = NULL;
+	struct store_txn txn;
+	char why[256];
+	int ret;
+
+	memset(&txn, 0, sizeof(txn));
+	txn.store = store;
+	txn.now = (int64_t)time(NULL);
+	ret = ops->begin(store);
+	if (ret != STORE_OK) {
+		store__fail_all(jobs, n, store__txn_err(ret), "cannot begin transaction",
+		                ops->last_error(store));
+		return false;
+	}
+	for (size_t i = 0; i < n && lost == NULL; i++) {
+		if (jobs[i]->result == STORE_OK && !store__run_job(store, &txn, jobs[i]))
+			lost = jobs[i];
+	}
+	if (lost != NULL) {
+		(void)snprintf(why, sizeof(why), "%s", lost->error != NULL ? lost->error : "");
+		ops->rollback(store);
+		store__fail_all(jobs, n, store__txn_err(lost->result),
+		                "transaction aborted by another job", why);
+		log_error("event=store_txn result=aborted jobs=%zu error=\"%s\"", n, why);
+		return false;
+	}
+	if (store__fault_at(STORE__FAULT_COMMIT) != 0)
+		ret = STORE_ERR_IO; /* the rollback below undoes the transaction */
+	else
+		ret = ops->commit(store);
+	if (ret == STORE_OK)
+		return true;
+	(void)snprintf(why, sizeof(why), "%s", ops->last_error(store)); /* before rollback */
+	ops->rollback(store);
+	store__fail_all(jobs, n, store__txn_err(ret), "commit failed", why);
+	log_error("event=store_commit result=failed jobs=%zu error=\"%s\"", n, why);
+	*unsure = true;
+	return false;
+}
+
 void
 store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 {
-	const struct store_ops *ops = store->ops;
-	struct store_txn txn;
 	size_t alive = 0, failed = 0;
-	bool committed = false;
-	int ret;
+	bool committed = false, unsure = false;
 
 	/* A file whose writing failed is never synced, placed or committed. */
 	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++) {
-			if (jobs[i]->blobs[j]->err != STORE_OK)
-				store__job_fail(jobs[i], jobs[i]->blobs[j]->err,
-				                "writing message file %s failed", jobs[i]->blobs[j]->id);
+			struct store_blob *blob = jobs[i]->blobs[j];
+
+			if (blob->err != STORE_OK)
+				store__job_fail(jobs[i], blob->err,
+				                "writing message file %s failed", blob->id);
 		}
 	}
 	store__sync_blobs(store, jobs, n);
@@ -296,62 +349,29 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 		if (jobs[i]->result == STORE_OK)
 			alive++;
 	}
-
 	if (alive > 0) {
 		pthread_mutex_lock(&store->write_lock);
-		memset(&txn, 0, sizeof(txn));
-		txn.store = store;
-		txn.now = (int64_t)time(NULL);
-		ret = ops->begin(store);
-		if (ret != STORE_OK) {
-			store__fail_all(jobs, n, store__txn_err(ret), "cannot begin transaction",
-			                ops->last_error(store));
-		} else {
-			struct store_job *lost = NULL;
-
-			for (size_t i = 0; i < n && lost == NULL; i++) {
-				if (jobs[i]->result == STORE_OK && !store__run_job(store, &txn, jobs[i]))
-					lost = jobs[i];
-			}
-			if (lost != NULL) {
-				ops->rollback(store);
-				store__fail_all(jobs, n, store__txn_err(lost->result),
-				                "transaction aborted by another job",
-				                lost->error != NULL ? lost->error : "");
-				log_error("event=store_txn result=aborted jobs=%zu error=\"%s\"", n,
-				          lost->error != NULL ? lost->error : "");
-			} else {
-				ret = ops->commit(store);
-				if (ret != STORE_OK) {
-					/* Copied before the rollback replaces it. */
-					char why[256];
-
-					(void)snprintf(why, sizeof(why), "%s", ops->last_error(store));
-					ops->rollback(store);
-					store__fail_all(jobs, n, store__txn_err(ret), "commit failed",
-					                why);
-					log_error("event=store_commit result=failed jobs=%zu error=\"%s\"",
-					          n, why);
-				} else {
-					committed = true;
-				}
-			}
-		}
+		store__in_txn = true;
+		committed = store__transact(store, jobs, n, &unsure);
+		store__in_txn = false;
 		pthread_mutex_unlock(&store->write_lock);
 	}
 
 	/* Files of failed jobs go now, before done: a client told "failed" must not find its
-	 * message later. A crash right here leaves orphans for the sweep. */
+	 * message later. A crash right here leaves orphans for the sweep. After a failed COMMIT
+	 * the placed files stay: only the sweep, which looks for their rows, may decide. */
 	for (size_t i = 0; i < n; i++) {
 		bool ok = jobs[i]->result == STORE_OK;
 
 		if (!ok)
 			failed++;
 		for (size_t j = 0; j < jobs[i]->nblobs; j++) {
-			if (ok)
-				jobs[i]->blobs[j]->state = STORE__BLOB_COMMITTED;
+			struct store_blob *blob = jobs[i]->blobs[j];
+
+			if (ok || (unsure && blob->state == STORE__BLOB_PLACED))
+				blob->state = STORE__BLOB_COMMITTED;
 			else
-				store__blob_discard(jobs[i]->blobs[j]);
+				store__blob_discard(blob);
 		}
 	}
 	pthread_mutex_lock(&store->lock);
@@ -361,7 +381,9 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 		store->stats.batches++;
 	if (committed) {
 		store->stats.commits++;
-		store->gc_check = true; /* a job may have dropped the last reference of a blob */
+		/* A job may have dropped the last reference of a blob. */
+		if (!store->gc_stuck)
+			store->gc_check = true;
 	}
 	pthread_mutex_unlock(&store->lock);
 	for (size_t i = 0; i < n; i++)
@@ -393,6 +415,8 @@ store_submit(struct store *store, struct store_job *job)
 	if (!store->opts.background) {
 		/* Inline (CLI) mode: the caller's thread is the writer. */
 		pthread_mutex_unlock(&store->lock);
+		if (store__in_txn)
+			PANIC("store_submit from inside a job in inline mode");
 		store__run_batch(store, &job, 1);
 		return;
 	}
@@ -444,8 +468,9 @@ store_exec(struct store *store, store_job_fn *fn, void *ctx, const char **error_
 	const char *error;
 	int ret;
 
-	/* From the writer (a job or a done callback) this would wait for itself. */
-	ASSERT(!store->have_writer || !pthread_equal(pthread_self(), store->writer));
+	/* From a job or (serve mode) a done callback this would wait for itself. */
+	if (store__in_txn || (store->have_writer && pthread_equal(pthread_self(), store->writer)))
+		PANIC("store_exec called from the writer");
 	ex.fn = fn;
 	ex.ctx = ctx;
 	ex.done = false;
@@ -480,16 +505,18 @@ store__writer_gc_step(struct store *store)
 	any = store->ops->blob_any_unreferenced(store);
 	ret = any > 0 ? store__gc_unreferenced(store, STORE__GC_LIMIT, &rows) : any;
 	pthread_mutex_unlock(&store->write_lock);
-	if (ret < 0) {
+	if (ret < 0)
 		log_warn("event=store_gc result=failed error=\"%s\"", store_err_str(ret));
-		return;
-	}
+	pthread_mutex_lock(&store->lock);
 	if (rows == STORE__GC_LIMIT) {
 		/* More are left: continue after the next batch, so jobs are not starved. */
-		pthread_mutex_lock(&store->lock);
 		store->gc_check = true;
-		pthread_mutex_unlock(&store->lock);
+	} else if (any != 0 && rows == 0) {
+		/* Nothing could be removed (unlink or database failing): retrying after every
+		 * commit would only add a transaction to each batch. Wait for the sweeper. */
+		store->gc_stuck = true;
 	}
+	pthread_mutex_unlock(&store->lock);
 }
 
 static void *

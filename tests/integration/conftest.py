@@ -51,6 +51,7 @@ class Server:
         self.ports = {k: self.base + v for k, v in OFFSETS.items()}
         run(["init", root, "--domain", domain, "--port-base", str(self.base)])
         self.conf = os.path.join(root, "postamt.conf")
+        self.data_dir = os.path.join(root, "data")
         self.cert = os.path.join(root, "tls", "cert.pem")
         if extra_config:
             self.set_config(extra_config)
@@ -175,7 +176,7 @@ def mailbox_messages(server, address, mailbox="INBOX"):
     a list of (uid, bytes), in UID order."""
     import glob
     import sqlite3
-    db = os.path.join(server.root, "data", "postamt.db")
+    db = os.path.join(server.data_dir, "postamt.db")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         rows = con.execute(
@@ -186,7 +187,7 @@ def mailbox_messages(server, address, mailbox="INBOX"):
         con.close()
     out = []
     for uid, blob in rows:
-        paths = glob.glob(os.path.join(server.root, "data", "blobs", "*", blob))
+        paths = glob.glob(os.path.join(server.data_dir, "blobs", "*", blob))
         assert len(paths) == 1, (blob, paths)
         with open(paths[0], "rb") as f:
             out.append((uid, f.read()))
@@ -195,7 +196,7 @@ def mailbox_messages(server, address, mailbox="INBOX"):
 
 def queue_count(server):
     import sqlite3
-    db = os.path.join(server.root, "data", "postamt.db")
+    db = os.path.join(server.data_dir, "postamt.db")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         return con.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
@@ -205,5 +206,5 @@ def queue_count(server):
 
 def blob_files(server):
     import glob
-    return [p for p in glob.glob(os.path.join(server.root, "data", "blobs", "*", "*"))
+    return [p for p in glob.glob(os.path.join(server.data_dir, "blobs", "*", "*"))
             if os.path.basename(os.path.dirname(p)) != "tmp"]

@@ -179,3 +179,11 @@ def test_store_check_on_a_fresh_store(inited):
     p = inited.cli("store", "check")
     assert p.stdout.strip().endswith("0 problems found")
     assert inited.cli("store", "gc").returncode == 0
+
+
+def test_configuration_reference_is_current():
+    # docs/CONFIGURATION.md embeds `postamt config doc`; a new setting must be documented.
+    doc = run(["config", "doc"]).stdout
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "..", "docs", "CONFIGURATION.md")) as f:
+        assert doc in f.read(), "regenerate the reference in docs/CONFIGURATION.md"

@@ -437,7 +437,8 @@ test_open_and_reopen(void **state)
 		sqlite3 *db;
 		sqlite3_stmt *st;
 
-		assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+		assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL),
+		                 SQLITE_OK);
 		assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL),
 		                 SQLITE_OK);
 		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -1059,6 +1060,29 @@ test_orphans(void **state)
 		assert_null(live);
 		assert_false(tmp_file_exists(f, id));
 	}
+	/* A bucket of an hour long past, once swept clean, is never listed again: a bucket only
+	 * receives blobs created in its hour. (A file appearing there anyway proves the skip.) */
+	{
+		char old_bucket[PATH_MAX], foreign[PATH_MAX], orphan[PATH_MAX];
+
+		fmt(old_bucket, sizeof(old_bucket), "%s/00000002", f->blobs);
+		assert_int_equal(mkdir(old_bucket, 0750), 0);
+		fmt(foreign, sizeof(foreign), "%s/notes.txt", old_bucket);
+		make_file(foreign, 10);
+		fmt(orphan, sizeof(orphan), "%s/00000002aaaaaaaaaaaaaaaaaaaaaaaa", old_bucket);
+		make_file(orphan, 3 * 3600);
+		assert_int_equal(store_blob_gc(f->store), 1);
+		assert_false(file_exists(orphan));
+		assert_true(file_exists(foreign)); /* not ours: kept, and so is the bucket */
+		make_file(orphan, 3 * 3600);
+		assert_int_equal(store_blob_gc(f->store), 0);
+		assert_true(file_exists(orphan));
+		/* A fresh process sweeps everything once. */
+		store_close(&f->store);
+		open_store(f);
+		assert_int_equal(store_blob_gc(f->store), 1);
+		assert_false(file_exists(orphan));
+	}
 	sync_job_deinit(&s);
 }
 
@@ -1152,6 +1176,105 @@ test_check_finds_problems(void **state)
 	assert_non_null(strstr(buf_cstr(&report), s.blob_id));
 	buf_deinit(&report);
 	sync_job_deinit(&s);
+}
+
+/* ---- Faults ---------------------------------------------------------------------------- */
+
+static int fault_point = -1; /* enum store__fault_point, or -1 */
+static int fault_errno;
+
+static int
+fault_hook(enum store__fault_point point)
+{
+	return (int)point == fault_point ? fault_errno : 0;
+}
+
+/* Each durability step failing: the job fails with the right code and leaves no file, except
+ * after a failed COMMIT, whose files stay for the sweep (the outcome on disk is unknown). The
+ * store stays consistent and usable. */
+static void
+test_faults(void **state)
+{
+	static const struct {
+		enum store__fault_point point;
+		int err;
+		int want;
+		bool file_stays;
+	} cases[] = {
+		{STORE__FAULT_WRITE, ENOSPC, STORE_ERR_FULL, false},
+		{STORE__FAULT_WRITE, EIO, STORE_ERR_IO, false},
+		{STORE__FAULT_SYNC, EIO, STORE_ERR_IO, false},
+		{STORE__FAULT_SYNC, EDQUOT, STORE_ERR_FULL, false},
+		{STORE__FAULT_RENAME, EIO, STORE_ERR_IO, false},
+		{STORE__FAULT_DIRSYNC, EIO, STORE_ERR_IO, false},
+		{STORE__FAULT_COMMIT, EIO, STORE_ERR_IO, true},
+	};
+	struct fixture *f = *state;
+	struct buf report;
+	int64_t inbox;
+
+	f->opts.blob_orphan_age = 0; /* inline, one thread: any file without a row is garbage */
+	open_store(f);
+	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
+	inbox = inbox_of(f, add_account(f, "a@example.org"));
+	buf_init(&report, 1 << 20);
+	store__fault = fault_hook;
+	for (size_t i = 0; i < N_ELEMENTS(cases); i++) {
+		struct sync_job s;
+		struct store_blob *blob;
+		struct store_job *job;
+		const char *error;
+		char *path;
+
+		sync_job_init(&s);
+		s.d.mailboxes = &inbox;
+		s.d.nmailboxes = 1;
+		fault_point = (int)cases[i].point;
+		fault_errno = cases[i].err;
+		assert_int_equal(store_blob_new(f->store, &blob, &error), STORE_OK);
+		if (cases[i].point == STORE__FAULT_WRITE) {
+			assert_int_equal(store_blob_write(blob, "abc", 3), cases[i].want);
+			fault_point = -1;
+			/* Sticky: later writes fail the same way without writing. */
+			assert_int_equal(store_blob_write(blob, "abc", 3), cases[i].want);
+		} else {
+			assert_int_equal(store_blob_write(blob, "abc", 3), STORE_OK);
+		}
+		fmt(s.blob_id, sizeof(s.blob_id), "%s", store_blob_id(blob));
+		s.d.blob_id = s.blob_id;
+		job = store_job_new(job_deliver, sync_job_done, &s);
+		store_job_add_blob(job, &blob);
+		store_submit(f->store, job);
+		sync_job_wait(&s);
+		fault_point = -1;
+		if (s.result != cases[i].want)
+			fail_msg("case %zu: result %d, want %d (%s)", i, s.result, cases[i].want,
+			         s.error);
+		assert_false(tmp_file_exists(f, s.blob_id));
+		assert_int_equal(blob_file_exists(f, s.blob_id), cases[i].file_stays);
+		assert_int_equal(db_int(f, "SELECT count(*) FROM blobs WHERE id = ?1", s.blob_id),
+		                 0);
+		buf_reset(&report);
+		if (store_check(f->store, &report) != 0)
+			fail_msg("case %zu: %s", i, buf_cstr(&report));
+		assert_int_equal(store_blob_gc(f->store), cases[i].file_stays ? 1 : 0);
+		path = store_blob_path(f->store, s.blob_id);
+		assert_false(file_exists(path));
+		free(path);
+		sync_job_deinit(&s);
+
+		/* And the next delivery works. */
+		sync_job_init(&s);
+		s.d.mailboxes = &inbox;
+		s.d.nmailboxes = 1;
+		sync_job_submit(f, &s, "after the fault");
+		sync_job_wait(&s);
+		assert_int_equal(s.result, STORE_OK);
+		sync_job_deinit(&s);
+	}
+	store__fault = NULL;
+	assert_int_equal(db_int(f, "SELECT count(*) FROM messages", NULL), N_ELEMENTS(cases));
+	buf_deinit(&report);
 }
 
 /* ---- Batches ---------------------------------------------------------------------------- */
@@ -1294,6 +1417,25 @@ job_nothing(struct store_txn *txn, void *ctx)
 	return STORE_OK;
 }
 
+/* Holds the writer until store_close has begun, so the done callback runs during close. */
+static int
+job_wait_closing(struct store_txn *txn, void *ctx)
+{
+	struct chain *c = ctx;
+	struct store *store = c->f->store;
+	bool closing = false;
+
+	(void)txn;
+	while (!closing) {
+		pthread_mutex_lock(&store->lock);
+		closing = store->closing;
+		pthread_mutex_unlock(&store->lock);
+		if (!closing)
+			usleep(1000);
+	}
+	return STORE_OK;
+}
+
 static void
 test_shutdown(void **state)
 {
@@ -1308,7 +1450,7 @@ test_shutdown(void **state)
 	c.f = f;
 	c.inbox = inbox_of(f, add_account(f, "a@example.org"));
 	sync_job_init(&c.second);
-	store_submit(f->store, store_job_new(job_nothing, chain_first_done, &c));
+	store_submit(f->store, store_job_new(job_wait_closing, chain_first_done, &c));
 	store_close(&f->store);
 	assert_null(f->store);
 	assert_int_equal(c.first_result, STORE_OK);
@@ -1456,7 +1598,8 @@ test_group_commit_concurrency(void **state)
 		threads[i].index = i;
 		pthread_mutex_init(&threads[i].lock, NULL);
 		pthread_cond_init(&threads[i].cond, NULL);
-		assert_int_equal(pthread_create(&threads[i].thread, NULL, conc_main, &threads[i]), 0);
+		assert_int_equal(pthread_create(&threads[i].thread, NULL, conc_main, &threads[i]),
+		                 0);
 	}
 	for (int i = 0; i < CONC_THREADS; i++) {
 		pthread_join(threads[i].thread, NULL);
@@ -1573,6 +1716,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_background_sweeps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_finds_problems, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failing_job_in_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit_concurrency, setup, teardown),
