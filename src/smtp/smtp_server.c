@@ -47,6 +47,7 @@ static struct smtp_limits limits;
 
 struct smtp_rcpt {
 	char *address;
+	char *notify, *orcpt; /* DSN parameters as given (RFC 3461), or NULL */
 	struct smtp_route route;
 };
 
@@ -134,6 +135,8 @@ transaction_reset(struct smtp_session *s)
 	s->envid = NULL;
 	for (size_t i = 0; i < s->nrcpts; i++) {
 		free(s->rcpts[i].address);
+		free(s->rcpts[i].notify);
+		free(s->rcpts[i].orcpt);
 		smtp_route_deinit(&s->rcpts[i].route);
 	}
 	free(s->rcpts);
@@ -430,6 +433,7 @@ struct lookup_op {
 	struct net_conn *conn;
 	struct smtp_session *s;
 	char *address;
+	char *notify, *orcpt; /* RCPT's DSN parameters */
 	bool is_sender; /* MAIL FROM check on submission, else RCPT */
 	enum smtp_resolve_result result;
 	struct smtp_route route;
@@ -445,20 +449,21 @@ lookup_finish(void *arg)
 	struct net_conn *conn = op->conn;
 	struct smtp_session *s = op->s;
 
+	if (!net_conn_is_closing(conn)) {
+		if (op->is_sender)
+			mail_finish(s, op);
+		else
+			rcpt_finish(s, op);
+	}
+	smtp_route_deinit(&op->route);
+	free(op->address);
+	free(op->notify);
+	free(op->orcpt);
+	free(op);
 	if (net_conn_is_closing(conn)) {
-		smtp_route_deinit(&op->route);
-		free(op->address);
-		free(op);
 		net_conn_unref(&conn);
 		return;
 	}
-	if (op->is_sender)
-		mail_finish(s, op);
-	else
-		rcpt_finish(s, op);
-	smtp_route_deinit(&op->route);
-	free(op->address);
-	free(op);
 	smtp_unbusy(s);
 }
 
@@ -472,7 +477,7 @@ lookup_run(void *arg)
 	net_thread_post(net_conn_thread(op->conn), lookup_finish, op);
 }
 
-static void
+static struct lookup_op *
 start_lookup(struct smtp_session *s, const char *address, bool is_sender)
 {
 	struct lookup_op *op = xcalloc(1, sizeof(*op));
@@ -481,6 +486,12 @@ start_lookup(struct smtp_session *s, const char *address, bool is_sender)
 	op->s = s;
 	op->address = xstrdup(address);
 	op->is_sender = is_sender;
+	return op;
+}
+
+static void
+run_lookup(struct smtp_session *s, struct lookup_op *op)
+{
 	smtp_busy(s);
 	tpool_submit(env.lookups, lookup_run, op);
 }
@@ -565,7 +576,7 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
 	log_sanitize_str(from, s->mail_from);
 	if (s->submission && s->mail_from[0] != '\0' && strcasecmp(s->mail_from, s->user) != 0) {
 		/* Is the sender one of the account's aliases? Resolve it and look for the account. */
-		start_lookup(s, s->mail_from, true);
+		run_lookup(s, start_lookup(s, s->mail_from, true));
 		return;
 	}
 	s->state = SMTP_S_MAIL;
@@ -607,6 +618,7 @@ mail_finish(struct smtp_session *s, struct lookup_op *op)
 static void
 cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
+	struct lookup_op *op;
 	char *address;
 
 	if (s->state != SMTP_S_MAIL) {
@@ -623,6 +635,10 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
 			reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
 			return;
 		}
+		if (!is_xtext(p->value)) {
+			reply_error(s, "501 5.5.4 Bad DSN parameter");
+			return;
+		}
 	}
 	if (memchr(cmd->path.p, '@', cmd->path.len) == NULL) {
 		/* Only <postmaster> may come without a domain (RFC 5321 4.1.1.3). */
@@ -635,8 +651,15 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	address = span_dup(cmd->path);
-	start_lookup(s, address, false);
+	op = start_lookup(s, address, false);
 	free(address);
+	for (size_t i = 0; i < cmd->nparams; i++) {
+		const struct smtp_param *p = &cmd->params[i];
+		char **slot = span_eq_ci(p->key, "NOTIFY") ? &op->notify : &op->orcpt;
+		free(*slot);
+		*slot = span_dup(p->value);
+	}
+	run_lookup(s, op);
 }
 
 static void
@@ -670,6 +693,10 @@ rcpt_finish(struct smtp_session *s, struct lookup_op *op)
 	r = &s->rcpts[s->nrcpts++];
 	r->address = op->address;
 	op->address = NULL;
+	r->notify = op->notify;
+	op->notify = NULL;
+	r->orcpt = op->orcpt;
+	op->orcpt = NULL;
 	r->route = op->route;
 	memset(&op->route, 0, sizeof(op->route));
 	if (op->result == SMTP_RESOLVE_REMOTE) {
@@ -825,7 +852,9 @@ struct commit_op {
 	int64_t *mailboxes;
 	size_t nmailboxes;
 	char **remote;
+	char **notify, **orcpt; /* per remote recipient, NULL entries = absent */
 	size_t nremote;
+	char *envid, *ret;
 	int64_t internaldate;
 	int priority;
 	/* the result */
@@ -836,9 +865,16 @@ struct commit_op {
 static void
 commit_op_free(struct commit_op *op)
 {
-	for (size_t i = 0; i < op->nremote; i++)
+	for (size_t i = 0; i < op->nremote; i++) {
 		free(op->remote[i]);
+		free(op->notify[i]);
+		free(op->orcpt[i]);
+	}
 	free(op->remote);
+	free(op->notify);
+	free(op->orcpt);
+	free(op->envid);
+	free(op->ret);
 	free(op->mailboxes);
 	free(op->blob_id);
 	free(op->sender);
@@ -862,6 +898,10 @@ commit_run(struct store_txn *txn, void *ctx)
 	if (op->nremote > 0) {
 		ret = store_txn_queue_add(txn, op->blob_id, op->sender, (const char *const *)op->remote,
 		                          op->nremote, op->priority, &qid);
+		if (ret == STORE_OK)
+			ret = store_txn_queue_set_dsn(txn, qid, op->envid, op->ret,
+			                              (const char *const *)op->notify,
+			                              (const char *const *)op->orcpt, op->nremote);
 		if (ret != STORE_OK)
 			return ret;
 	}
@@ -957,6 +997,8 @@ finish_message(struct smtp_session *s)
 	op->blob_id = xstrdup(store_blob_id(s->blob));
 	op->sender = xstrdup(s->mail_from);
 	op->internaldate = (int64_t)time(NULL);
+	op->envid = s->envid ? xstrdup(s->envid) : NULL;
+	op->ret = s->ret ? xstrdup(s->ret) : NULL;
 	op->priority = s->submission ? 0 : 1; /* interactive submissions first */
 	for (size_t i = 0; i < s->nrcpts; i++) {
 		const struct smtp_route *rt = &s->rcpts[i].route;
@@ -976,7 +1018,18 @@ finish_message(struct smtp_session *s)
 			if (dup)
 				continue;
 			op->remote = xrealloc(op->remote, (op->nremote + 1) * sizeof(char *));
-			op->remote[op->nremote++] = xstrdup(rt->remote[j]);
+			op->notify = xrealloc(op->notify, (op->nremote + 1) * sizeof(char *));
+			op->orcpt = xrealloc(op->orcpt, (op->nremote + 1) * sizeof(char *));
+			op->remote[op->nremote] = xstrdup(rt->remote[j]);
+			op->notify[op->nremote] = s->rcpts[i].notify ? xstrdup(s->rcpts[i].notify) : NULL;
+			/* Reached through an alias: the original recipient is what the sender knows. */
+			if (s->rcpts[i].orcpt != NULL)
+				op->orcpt[op->nremote] = xstrdup(s->rcpts[i].orcpt);
+			else if (strcasecmp(rt->remote[j], s->rcpts[i].address) != 0)
+				op->orcpt[op->nremote] = xasprintf("rfc822;%s", s->rcpts[i].address);
+			else
+				op->orcpt[op->nremote] = NULL;
+			op->nremote++;
 		}
 	}
 	job = store_job_new(commit_run, commit_done, op);

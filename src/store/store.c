@@ -665,6 +665,14 @@ store_queue_count(struct store *store, uint64_t *count_r)
 	return store->ops->queue_count(store, count_r);
 }
 
+int
+store_txn_queue_set_dsn(struct store_txn *txn, int64_t queue_id, const char *envid,
+                        const char *ret, const char *const *notify, const char *const *orcpt,
+                        size_t nrcpts)
+{
+	return txn->store->ops->queue_set_dsn(txn, queue_id, envid, ret, notify, orcpt, nrcpts);
+}
+
 /* ---- Guard state ------------------------------------------------------------------------ */
 
 int

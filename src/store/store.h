@@ -151,6 +151,12 @@ int store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid);
 int store_txn_queue_add(struct store_txn *txn, const char *blob_id, const char *sender,
                         const char *const *rcpts, size_t nrcpts, int priority, int64_t *id_r);
 int store_txn_queue_remove(struct store_txn *txn, int64_t queue_id);
+/* Records the DSN parameters (RFC 3461) of a queue entry made in this transaction: ENVID and
+ * RET for the message (NULL = absent), NOTIFY and ORCPT for the i-th recipient as it was given
+ * to store_txn_queue_add (arrays of nrcpts entries, or NULL; NULL entries = absent). */
+int store_txn_queue_set_dsn(struct store_txn *txn, int64_t queue_id, const char *envid,
+                            const char *ret, const char *const *notify,
+                            const char *const *orcpt, size_t nrcpts);
 
 /* ---- Guard state ------------------------------------------------------------------------ */
 

@@ -84,6 +84,9 @@ struct store_ops {
 	                 const char *const *rcpts, const char *const *domains, size_t nrcpts,
 	                 int priority, int64_t *id_r);
 	int (*queue_remove)(struct store_txn *txn, int64_t queue_id);
+	int (*queue_set_dsn)(struct store_txn *txn, int64_t queue_id, const char *envid,
+	                     const char *ret, const char *const *notify, const char *const *orcpt,
+	                     size_t nrcpts);
 
 	/* Reads, same contracts as in store.h. */
 	int (*domain_exists)(struct store *store, const char *domain);

@@ -64,6 +64,8 @@ enum sqlite__st {
 	ST_QUEUE_RCPT_INSERT,
 	ST_QUEUE_DELETE,
 	ST_QUEUE_COUNT,
+	ST_QUEUE_DSN,
+	ST_QUEUE_RCPT_DSN,
 	ST_BAN_SET,
 	ST_BAN_REMOVE_ONE,
 	ST_BAN_REMOVE_ALL,
@@ -136,6 +138,10 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	                         "attempts, next_attempt) VALUES (?1, ?2, ?3, 0, 0, ?4)",
 	[ST_QUEUE_DELETE] = "DELETE FROM queue WHERE id = ?1",
 	[ST_QUEUE_COUNT] = "SELECT count(*) FROM queue",
+	[ST_QUEUE_DSN] = "UPDATE queue SET envid = ?2, ret = ?3 WHERE id = ?1",
+	[ST_QUEUE_RCPT_DSN] = "UPDATE queue_rcpts SET notify = ?3, orcpt = ?4 WHERE id = "
+	                      "(SELECT id FROM queue_rcpts WHERE queue_id = ?1 ORDER BY id "
+	                      "LIMIT 1 OFFSET ?2)",
 	[ST_BAN_SET] = "INSERT OR REPLACE INTO guard_bans (ip, service, until, reason, failures, "
 	               "created, strikes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 	[ST_BAN_REMOVE_ONE] = "DELETE FROM guard_bans WHERE ip = ?1 AND service = ?2",
@@ -1399,6 +1405,42 @@ sqlite__check(struct store *store, struct buf *report, store__blob_check_cb *blo
 	return ret == STORE_OK ? problems : ret;
 }
 
+static int
+sqlite__queue_set_dsn(struct store_txn *txn, int64_t queue_id, const char *envid,
+                      const char *ret, const char *const *notify, const char *const *orcpt,
+                      size_t nrcpts)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_QUEUE_DSN);
+	sqlite3_bind_int64(st, 1, queue_id);
+	if (envid != NULL)
+		sqlite__bind_text(st, 2, envid);
+	if (ret != NULL)
+		sqlite__bind_text(st, 3, ret);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot record DSN parameters");
+	for (size_t i = 0; i < nrcpts; i++) {
+		const char *n = notify != NULL ? notify[i] : NULL, *o = orcpt != NULL ? orcpt[i] : NULL;
+
+		if (n == NULL && o == NULL)
+			continue;
+		SQLITE__STMT(txn, st, ST_QUEUE_RCPT_DSN);
+		sqlite3_bind_int64(st, 1, queue_id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
+		if (n != NULL)
+			sqlite__bind_text(st, 3, n);
+		if (o != NULL)
+			sqlite__bind_text(st, 4, o);
+		rc = sqlite__run(st);
+		if (rc != SQLITE_DONE)
+			return sqlite__txn_fail(txn, rc, "cannot record DSN parameters");
+	}
+	return STORE_OK;
+}
+
 /* ---- Guard state ------------------------------------------------------------------------ */
 
 static int
@@ -1559,6 +1601,7 @@ const struct store_ops store__sqlite_ops = {
 	.expunge = sqlite__expunge,
 	.queue_add = sqlite__queue_add,
 	.queue_remove = sqlite__queue_remove,
+	.queue_set_dsn = sqlite__queue_set_dsn,
 	.domain_exists = sqlite__domain_exists,
 	.domain_list = sqlite__domain_list,
 	.account_get = sqlite__account_get,

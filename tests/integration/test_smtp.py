@@ -446,3 +446,26 @@ def test_crash_never_loses_an_accepted_message(mx):
     dups = [t for t in accepted if seen.get(t, 0) > 1]
     assert not dups, f"messages stored twice: {dups[:5]}"
     assert mx.cli("store", "check").returncode == 0
+
+
+def test_dsn_parameters_are_kept_for_the_queue(mx):
+    import sqlite3
+    mx.cli("alias", "add", "fwd@example.test", "far@remote.example")
+    with smtplib.SMTP("127.0.0.1", mx.ports["submission"], timeout=15) as c:
+        c.starttls(context=ctx(mx))
+        c.login("alice@example.test", PW)
+        c.ehlo("laptop")
+        assert c.mail("alice@example.test", ["RET=HDRS", "ENVID=env+2Bid"])[0] == 250
+        assert c.rcpt("friend@remote.example",
+                      ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;friend@remote.example"])[0] == 250
+        assert c.rcpt("fwd@example.test", ["NOTIFY=NEVER"])[0] == 250
+        assert c.rcpt("x@remote.example", ["ORCPT="])[0] == 501
+        assert c.data(msg("dsn"))[0] == 250
+    con = sqlite3.connect(os.path.join(mx.data_dir, "postamt.db"))
+    q = con.execute("SELECT id, envid, ret FROM queue").fetchall()
+    assert len(q) == 1 and q[0][1:] == ("env+2Bid", "HDRS")
+    rows = con.execute("SELECT rcpt, notify, orcpt FROM queue_rcpts WHERE queue_id = ? "
+                       "ORDER BY id", (q[0][0],)).fetchall()
+    con.close()
+    assert rows == [("friend@remote.example", "SUCCESS,FAILURE", "rfc822;friend@remote.example"),
+                    ("far@remote.example", "NEVER", "rfc822;fwd@example.test")]

@@ -141,7 +141,7 @@ test_ban_after_distinct_failures(void **state)
 	struct guard_options o = options();
 	struct guard *g;
 	const char *error;
-	char pw[16];
+	char pw[32];
 
 	assert_int_equal(guard_new(f->store, f->pool, &o, &g, &error), 0);
 	for (int i = 0; i < 4; i++) {
@@ -169,7 +169,7 @@ test_ipv6_counts_per_64(void **state)
 	struct guard_options o = options();
 	struct guard *g;
 	const char *error;
-	char ip[64], pw[16];
+	char ip[96], pw[32];
 
 	assert_int_equal(guard_new(f->store, f->pool, &o, &g, &error), 0);
 	for (int i = 0; i < 5; i++) {
@@ -200,7 +200,7 @@ test_stale_password_is_slowed_not_banned(void **state)
 	assert_int_equal(later, 30000); /* grown to the ceiling */
 	/* Another user's guesses from that address are still counted: 4 more make a ban. */
 	for (int i = 0; i < 4; i++) {
-		char pw[16];
+		char pw[32];
 		snprintf(pw, sizeof(pw), "x%d", i);
 		login_fails(g, "192.0.2.3", "b@example.test", pw, NULL);
 	}
@@ -216,7 +216,7 @@ test_allow_list_and_account_delay(void **state)
 	struct guard *g;
 	const char *error;
 	uint64_t delay = 0;
-	char ip[32], pw[16];
+	char ip[96], pw[32];
 
 	assert_int_equal(guard_new(f->store, f->pool, &o, &g, &error), 0);
 	for (int i = 0; i < 20; i++) {
