@@ -52,6 +52,7 @@ struct cfg {
 	/* [limits] */
 	uint64_t max_connections;
 	uint64_t max_connections_per_ip;
+	uint64_t max_connection_rate_per_ip; /* new connections per minute; 0 = unlimited */
 	uint64_t idle_timeout;      /* ms */
 	uint64_t handshake_timeout; /* ms */
 	uint64_t max_output_buffer; /* bytes queued for a slow reader before it is dropped */
@@ -84,6 +85,19 @@ struct cfg {
 	uint64_t guard_stale_max_delay; /* ms */
 	uint64_t guard_account_threshold;
 	uint64_t guard_account_max_delay; /* ms */
+	/* [queue] */
+	char *queue_routes;            /* "domain=host:port ..." */
+	char *queue_relay_host;        /* "host:port" or "" */
+	char *queue_retry_schedule;    /* durations, space separated */
+	uint64_t queue_bounce_after;   /* ms in the queue before a deferred recipient bounces */
+	uint64_t queue_interval;       /* ms between looks for due recipients */
+	uint64_t queue_batch;          /* recipients read per look */
+	uint64_t queue_max_in_flight;  /* recipients in delivery at once */
+	uint64_t queue_connections_per_destination;
+	uint64_t queue_connect_timeout; /* ms */
+	uint64_t queue_command_timeout; /* ms: greeting, EHLO, MAIL, RCPT, DATA, QUIT replies */
+	uint64_t queue_data_timeout;    /* ms: reply to the end of the data */
+	char *queue_starttls;
 	/* [log] */
 	char *log_target;
 	char *log_level;

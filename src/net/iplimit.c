@@ -1,6 +1,7 @@
 /* Connections per client address: a small chained hash table under one mutex. IPv6 clients are
  * counted per /64, because one subscriber usually holds a whole /64 and could otherwise open
- * connections from as many addresses as they like. */
+ * connections from as many addresses as they like. Each entry keeps the open connections per
+ * service and the new connections of the current minute; it goes once both are spent. */
 #include "net/net_internal.h"
 
 #include <pthread.h>
@@ -12,8 +13,13 @@
 struct iplimit_entry {
 	struct iplimit_entry *next;
 	uint8_t key[16];
-	uint64_t count;
+	uint64_t open[NET_SVC_COUNT]; /* connections open, per service */
+	uint64_t open_total;          /* count, all services */
+	uint64_t minute_start;        /* ms */
+	uint64_t minute_new;          /* connections accepted since minute_start */
 };
+
+#define IPLIMIT_MINUTE_MS 60000
 
 struct net_iplimit {
 	pthread_mutex_t lock;
@@ -77,17 +83,34 @@ net__iplimit_free(struct net_iplimit **limp)
 	*limp = NULL;
 }
 
-bool
-net__iplimit_take(struct net_iplimit *lim, const struct sockaddr_storage *addr, uint64_t max)
+/* Drops entries of the chain that hold nothing any more. Caller holds the lock. */
+static void
+prune(struct iplimit_entry **pp, uint64_t now)
 {
-	uint8_t key[16];
+	while (*pp != NULL) {
+		struct iplimit_entry *e = *pp;
+		if (e->open_total == 0 && now - e->minute_start >= IPLIMIT_MINUTE_MS) {
+			*pp = e->next;
+			free(e);
+		} else {
+			pp = &e->next;
+		}
+	}
+}
+
+enum net_iplimit_result
+net__iplimit_take(struct net_iplimit *lim, const struct sockaddr_storage *addr, unsigned int svc,
+                  uint64_t max_concurrent, uint64_t max_per_minute, uint64_t now)
+{
+	enum net_iplimit_result ret = NET_IPLIMIT_OK;
 	struct iplimit_entry *e;
+	uint8_t key[16];
 	unsigned int h;
-	bool ok = true;
 
 	addr_key(addr, key);
 	h = key_hash(key);
 	pthread_mutex_lock(&lim->lock);
+	prune(&lim->buckets[h], now);
 	for (e = lim->buckets[h]; e != NULL; e = e->next) {
 		if (memcmp(e->key, key, 16) == 0)
 			break;
@@ -95,32 +118,43 @@ net__iplimit_take(struct net_iplimit *lim, const struct sockaddr_storage *addr, 
 	if (e == NULL) {
 		e = xcalloc(1, sizeof(*e));
 		memcpy(e->key, key, 16);
+		e->minute_start = now;
 		e->next = lim->buckets[h];
 		lim->buckets[h] = e;
 	}
-	if (e->count >= max)
-		ok = false;
-	else
-		e->count++;
+	if (now - e->minute_start >= IPLIMIT_MINUTE_MS) {
+		e->minute_start = now;
+		e->minute_new = 0;
+	}
+	if (max_per_minute > 0 && e->minute_new >= max_per_minute)
+		ret = NET_IPLIMIT_RATE;
+	else if (e->open[svc] >= max_concurrent)
+		ret = NET_IPLIMIT_CONCURRENT;
+	if (ret == NET_IPLIMIT_OK) {
+		e->open[svc]++;
+		e->open_total++;
+		e->minute_new++;
+	}
 	pthread_mutex_unlock(&lim->lock);
-	return ok;
+	return ret;
 }
 
 void
-net__iplimit_release(struct net_iplimit *lim, const struct sockaddr_storage *addr)
+net__iplimit_release(struct net_iplimit *lim, const struct sockaddr_storage *addr,
+                     unsigned int svc)
 {
 	uint8_t key[16];
-	struct iplimit_entry **pp, *e;
+	struct iplimit_entry *e;
 	unsigned int h;
 
 	addr_key(addr, key);
 	h = key_hash(key);
 	pthread_mutex_lock(&lim->lock);
-	for (pp = &lim->buckets[h]; (e = *pp) != NULL; pp = &e->next) {
+	for (e = lim->buckets[h]; e != NULL; e = e->next) {
 		if (memcmp(e->key, key, 16) == 0) {
-			if (--e->count == 0) {
-				*pp = e->next;
-				free(e);
+			if (e->open[svc] > 0) {
+				e->open[svc]--;
+				e->open_total--;
 			}
 			break;
 		}

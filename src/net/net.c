@@ -66,7 +66,7 @@ struct net_server {
 	struct net_iplimit *iplimit;
 	atomic_uint_fast64_t nconns;
 	/* limits, reloadable (read by other threads without locks: torn reads are harmless) */
-	_Atomic uint64_t max_connections, max_per_ip, idle_ms, handshake_ms, max_output;
+	_Atomic uint64_t max_connections, max_per_ip, max_rate_per_ip, idle_ms, handshake_ms, max_output;
 	uint64_t sid_base;
 	atomic_uint_fast64_t sid_next;
 	struct event *stop_timer;
@@ -458,7 +458,7 @@ conn_teardown_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	if (c->counted) {
-		net__iplimit_release(s->iplimit, &c->addr);
+		net__iplimit_release(s->iplimit, &c->addr, c->service);
 		atomic_fetch_sub(&s->nconns, 1);
 	}
 	net_conn_unref(&c);
@@ -772,8 +772,15 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
 		refuse(s, l->service, fd, rip, "max-connections");
 		return;
 	}
-	if (!net__iplimit_take(s->iplimit, &ss, s->max_per_ip)) {
+	switch (net__iplimit_take(s->iplimit, &ss, l->service, s->max_per_ip, s->max_rate_per_ip,
+	                          now_ms())) {
+	case NET_IPLIMIT_OK:
+		break;
+	case NET_IPLIMIT_CONCURRENT:
 		refuse(s, l->service, fd, rip, "max-connections-per-ip");
+		return;
+	case NET_IPLIMIT_RATE:
+		refuse(s, l->service, fd, rip, "connection-rate");
 		return;
 	}
 	atomic_fetch_add(&s->nconns, 1);
@@ -801,6 +808,7 @@ apply_limits(struct net_server *s, const struct cfg *cfg)
 {
 	s->max_connections = cfg->max_connections;
 	s->max_per_ip = cfg->max_connections_per_ip;
+	s->max_rate_per_ip = cfg->max_connection_rate_per_ip;
 	s->idle_ms = cfg->idle_timeout;
 	s->handshake_ms = cfg->handshake_timeout;
 	s->max_output = cfg->max_output_buffer;

@@ -11,9 +11,20 @@
 struct net_iplimit;
 struct net_iplimit *net__iplimit_new(void);
 void net__iplimit_free(struct net_iplimit **lim);
-/* Counts one more connection from addr unless that would exceed max; returns false then. */
-bool net__iplimit_take(struct net_iplimit *lim, const struct sockaddr_storage *addr, uint64_t max);
-void net__iplimit_release(struct net_iplimit *lim, const struct sockaddr_storage *addr);
+enum net_iplimit_result {
+	NET_IPLIMIT_OK,
+	NET_IPLIMIT_CONCURRENT, /* max connections of this address on this service reached */
+	NET_IPLIMIT_RATE,       /* max new connections of this address per minute reached */
+};
+
+/* Counts one more connection from addr on svc, unless that would exceed max_concurrent (per
+ * service) or max_per_minute (over all services; 0 = no rate limit). Thread-safe. */
+enum net_iplimit_result net__iplimit_take(struct net_iplimit *lim,
+                                          const struct sockaddr_storage *addr, unsigned int svc,
+                                          uint64_t max_concurrent, uint64_t max_per_minute,
+                                          uint64_t now_ms);
+void net__iplimit_release(struct net_iplimit *lim, const struct sockaddr_storage *addr,
+                          unsigned int svc);
 
 /* Splits a CFG_ADDRS value and binds listening sockets; returns the number of fds put into
  * fds (at most max), or -1 with error_r. Binds only numeric addresses: no DNS at start. */

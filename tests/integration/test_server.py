@@ -160,6 +160,10 @@ def test_connections_per_ip_limit(make_server):
     extra = socket.create_connection(("127.0.0.1", srv.ports["smtp"]), timeout=10)
     assert extra.recv(512).startswith(b"421 4.7.0"), "fourth connection not refused"
     extra.close()
+    # The limit is per service: IMAP from the same address still works.
+    imap = socket.create_connection(("127.0.0.1", srv.ports["imap"]), timeout=10)
+    assert imap.recv(512).startswith(b"* OK")
+    imap.close()
     # Another loopback address is another client.
     other = socket.create_connection(("127.0.0.1", srv.ports["smtp"]), timeout=10,
                                      source_address=("127.0.0.2", 0))
@@ -172,6 +176,21 @@ def test_connections_per_ip_limit(make_server):
     again.close()
     for h in held:
         h.close()
+
+
+def test_connection_rate_per_ip(make_server):
+    srv = make_server({"limits.max_connection_rate_per_ip": "12"})
+    time.sleep(0.5)  # the start-up probes used 7 of the 12
+    answers = []
+    for _ in range(7):
+        with socket.create_connection(("127.0.0.1", srv.ports["pop3"]), timeout=10) as c:
+            answers.append(c.recv(512)[:15])
+    assert answers[:5] == [b"+OK mail.exampl"] * 5, answers
+    assert answers[5].startswith(b"-ERR [SYS/TEMP]"), answers
+    with socket.create_connection(("127.0.0.1", srv.ports["pop3"]), timeout=10,
+                                  source_address=("127.0.0.2", 0)) as c:
+        assert c.recv(512).startswith(b"+OK")
+    assert "reason=connection-rate" in srv.read_log()
 
 
 def test_global_connection_limit(make_server):

@@ -29,25 +29,47 @@ addr(const char *text)
 	return ss;
 }
 
+#define OK NET_IPLIMIT_OK
+#define TAKE(lim, a, svc, max, rate, now) net__iplimit_take((lim), (a), (svc), (max), (rate), (now))
+
 static void
-test_iplimit_counts_per_address(void **state)
+test_iplimit_counts_per_address_and_service(void **state)
 {
 	struct net_iplimit *lim = net__iplimit_new();
 	struct sockaddr_storage a = addr("192.0.2.1"), b = addr("192.0.2.2");
 
-	assert_true(net__iplimit_take(lim, &a, 2));
-	assert_true(net__iplimit_take(lim, &a, 2));
-	assert_false(net__iplimit_take(lim, &a, 2));
-	assert_true(net__iplimit_take(lim, &b, 2)); /* another client is not affected */
-	net__iplimit_release(lim, &a);
-	assert_true(net__iplimit_take(lim, &a, 2));
-	net__iplimit_release(lim, &a);
-	net__iplimit_release(lim, &a);
-	net__iplimit_release(lim, &b);
-	/* Releasing an address that is not counted is harmless. */
-	net__iplimit_release(lim, &b);
+	assert_int_equal(TAKE(lim, &a, 0, 2, 0, 1000), OK);
+	assert_int_equal(TAKE(lim, &a, 0, 2, 0, 1000), OK);
+	assert_int_equal(TAKE(lim, &a, 0, 2, 0, 1000), NET_IPLIMIT_CONCURRENT);
+	assert_int_equal(TAKE(lim, &a, 3, 2, 0, 1000), OK); /* another service */
+	assert_int_equal(TAKE(lim, &b, 0, 2, 0, 1000), OK); /* another client */
+	net__iplimit_release(lim, &a, 0);
+	assert_int_equal(TAKE(lim, &a, 0, 2, 0, 1000), OK);
+	net__iplimit_release(lim, &a, 0);
+	net__iplimit_release(lim, &a, 0);
+	net__iplimit_release(lim, &a, 3);
+	net__iplimit_release(lim, &b, 0);
+	/* Releasing what is not counted is harmless. */
+	net__iplimit_release(lim, &b, 0);
 	net__iplimit_free(&lim);
 	assert_null(lim);
+}
+
+static void
+test_iplimit_rate_per_minute(void **state)
+{
+	struct net_iplimit *lim = net__iplimit_new();
+	struct sockaddr_storage a = addr("192.0.2.9");
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(TAKE(lim, &a, i % 2, 100, 3, 5000), OK);
+		net__iplimit_release(lim, &a, i % 2);
+	}
+	/* Closed connections still count against the minute. */
+	assert_int_equal(TAKE(lim, &a, 0, 100, 3, 30000), NET_IPLIMIT_RATE);
+	assert_int_equal(TAKE(lim, &a, 0, 100, 3, 65000), OK); /* a new minute */
+	net__iplimit_release(lim, &a, 0);
+	net__iplimit_free(&lim);
 }
 
 static void
@@ -58,12 +80,12 @@ test_iplimit_ipv6_per_64(void **state)
 	                        c = addr("2001:db8:1:3::1"), m = addr("::ffff:192.0.2.7"),
 	                        n = addr("::ffff:192.0.2.8");
 
-	assert_true(net__iplimit_take(lim, &a, 1));
-	assert_false(net__iplimit_take(lim, &b, 1)); /* same /64 */
-	assert_true(net__iplimit_take(lim, &c, 1));  /* next /64 */
+	assert_int_equal(TAKE(lim, &a, 0, 1, 0, 1), OK);
+	assert_int_equal(TAKE(lim, &b, 0, 1, 0, 1), NET_IPLIMIT_CONCURRENT); /* same /64 */
+	assert_int_equal(TAKE(lim, &c, 0, 1, 0, 1), OK);                     /* next /64 */
 	/* v4-mapped addresses are separate IPv4 clients, not one /64. */
-	assert_true(net__iplimit_take(lim, &m, 1));
-	assert_true(net__iplimit_take(lim, &n, 1));
+	assert_int_equal(TAKE(lim, &m, 0, 1, 0, 1), OK);
+	assert_int_equal(TAKE(lim, &n, 0, 1, 0, 1), OK);
 	net__iplimit_free(&lim); /* frees entries still counted */
 }
 
@@ -88,7 +110,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_iplimit_counts_per_address),
+		cmocka_unit_test(test_iplimit_counts_per_address_and_service),
+		cmocka_unit_test(test_iplimit_rate_per_minute),
 		cmocka_unit_test(test_iplimit_ipv6_per_64),
 		cmocka_unit_test(test_bind_addrs),
 	};
