@@ -88,6 +88,10 @@ typedef void auth_verify_cb(enum auth_result result, const struct store_account 
  * password. user and password are copied; the copy of the password is wiped after use. */
 void auth_verify_async(struct auth *auth, const char *user, const char *password,
                        auth_verify_cb *cb, void *ctx);
+/* The same with a priority (enum tpool_priority): a request waits only for requests of its
+ * own or a higher priority. The guard tells which (guard_priority). */
+void auth_verify_async_prio(struct auth *auth, int priority, const char *user,
+                            const char *password, auth_verify_cb *cb, void *ctx);
 /* The same, synchronously, for the CLI and tests. Not on I/O threads. */
 enum auth_result auth_verify(struct auth *auth, const char *user, const char *password,
                              struct store_account *account_r);

@@ -14,7 +14,7 @@ struct tpool_task {
 struct tpool {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	struct tpool_task *head, *tail;
+	struct tpool_task *head[TPOOL_PRIORITIES], *tail[TPOOL_PRIORITIES]; /* FIFO per priority */
 	size_t pending; /* queued + running */
 	bool stopping;
 	unsigned int nthreads;
@@ -23,22 +23,28 @@ struct tpool {
 };
 
 static void *
-tpool_main(void *p)
+tpool_main(void *arg)
 {
-	struct tpool *pool = p;
+	struct tpool *pool = arg;
 
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct tpool_task *t;
+		int prio;
 
-		while (pool->head == NULL && !pool->stopping)
+		for (;;) {
+			for (prio = 0; prio < TPOOL_PRIORITIES && pool->head[prio] == NULL; prio++)
+				;
+			if (prio < TPOOL_PRIORITIES || pool->stopping)
+				break;
 			pthread_cond_wait(&pool->wake, &pool->lock);
-		t = pool->head;
-		if (t == NULL)
+		}
+		if (prio == TPOOL_PRIORITIES)
 			break; /* stopping and drained */
-		pool->head = t->next;
-		if (pool->head == NULL)
-			pool->tail = NULL;
+		t = pool->head[prio];
+		pool->head[prio] = t->next;
+		if (pool->head[prio] == NULL)
+			pool->tail[prio] = NULL;
 		pthread_mutex_unlock(&pool->lock);
 		t->fn(t->arg);
 		free(t);
@@ -72,22 +78,29 @@ tpool_new(unsigned int nthreads, const char *name)
 }
 
 void
-tpool_submit(struct tpool *pool, tpool_fn *fn, void *arg)
+tpool_submit_prio(struct tpool *pool, enum tpool_priority prio, tpool_fn *fn, void *arg)
 {
 	struct tpool_task *t = xmalloc(sizeof(*t));
 
+	ASSERT(prio < TPOOL_PRIORITIES);
 	t->next = NULL;
 	t->fn = fn;
 	t->arg = arg;
 	pthread_mutex_lock(&pool->lock);
-	if (pool->tail != NULL)
-		pool->tail->next = t;
+	if (pool->tail[prio] != NULL)
+		pool->tail[prio]->next = t;
 	else
-		pool->head = t;
-	pool->tail = t;
+		pool->head[prio] = t;
+	pool->tail[prio] = t;
 	pool->pending++;
 	pthread_cond_signal(&pool->wake);
 	pthread_mutex_unlock(&pool->lock);
+}
+
+void
+tpool_submit(struct tpool *pool, tpool_fn *fn, void *arg)
+{
+	tpool_submit_prio(pool, TPOOL_NORMAL, fn, arg);
 }
 
 size_t

@@ -69,6 +69,7 @@ struct guard {
 	struct net_prefix allow[GUARD_MAX_ALLOW];
 	size_t nallow;
 	struct hmap *addrs, *stale, *accounts, *bans;
+	struct hmap *good; /* "svc|prefix" -> int64_t, s of the last successful login */
 	int64_t generation; /* of the bans in the store, as last loaded */
 };
 
@@ -453,6 +454,7 @@ guard_new(struct store *store, struct tpool *pool, const struct guard_options *o
 	g->stale = hmap_new();
 	g->accounts = hmap_new();
 	g->bans = hmap_new();
+	g->good = hmap_new();
 	if (guard_set_options(g, opts, error_r) < 0)
 		goto fail;
 	if (store_secret(store, g->secret) != STORE_OK) {
@@ -482,6 +484,8 @@ guard_free(struct guard **gp)
 	hmap_foreach(g->stale, free_value, NULL);
 	hmap_foreach(g->accounts, free_value, NULL);
 	hmap_foreach(g->bans, free_value, NULL);
+	hmap_foreach(g->good, free_value, NULL);
+	hmap_free(&g->good);
 	hmap_free(&g->addrs);
 	hmap_free(&g->stale);
 	hmap_free(&g->accounts);
@@ -639,6 +643,29 @@ ban(struct guard *g, enum guard_service svc, const char *prefix, const char *key
 	persist_ban(g, svc, prefix, b, "auth-failures");
 }
 
+int
+guard_priority(struct guard *g, enum guard_service svc, const char *rip)
+{
+	char prefix[INET6_ADDRSTRLEN + 4], key[512];
+	struct addr_rec *a;
+	int64_t *good;
+	size_t klen;
+	int prio = TPOOL_NORMAL;
+	uint64_t now = now_ms();
+
+	addr_prefix(rip, prefix, sizeof(prefix));
+	klen = make_key(key, sizeof(key), svc, prefix, NULL);
+	pthread_mutex_lock(&g->lock);
+	a = hmap_get(g->addrs, key, klen);
+	good = hmap_get(g->good, key, klen);
+	if (a != NULL && a->failures > 0 && now - a->window_start <= g->opts.window)
+		prio = TPOOL_LOW;
+	else if (good != NULL && (uint64_t)*good * 1000 + GUARD_DAY_MS > now)
+		prio = TPOOL_HIGH;
+	pthread_mutex_unlock(&g->lock);
+	return prio;
+}
+
 uint64_t
 guard_auth_failed(struct guard *g, enum guard_service svc, const char *rip, const char *user,
                   const uint8_t mac[GUARD_MAC_SIZE])
@@ -763,5 +790,18 @@ guard_auth_succeeded(struct guard *g, enum guard_service svc, const char *rip, c
 	sklen = make_key(skey, sizeof(skey), svc, prefix, user);
 	pthread_mutex_lock(&g->lock);
 	free(hmap_remove(g->stale, skey, sklen));
+	{
+		char key[512];
+		size_t klen = make_key(key, sizeof(key), svc, prefix, NULL);
+		int64_t *good = hmap_get(g->good, key, klen);
+
+		if (good == NULL) {
+			if (hmap_count(g->good) >= GUARD_MAX_ENTRIES)
+				hmap_foreach(g->good, free_value, NULL); /* bounded: start over */
+			good = xmalloc(sizeof(*good));
+			hmap_put(g->good, key, klen, good);
+		}
+		*good = (int64_t)(now_ms() / 1000);
+	}
 	pthread_mutex_unlock(&g->lock);
 }

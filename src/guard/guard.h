@@ -70,6 +70,11 @@ int64_t guard_banned_until(struct guard *guard, enum guard_service svc, const ch
 void guard_password_mac(struct guard *guard, const char *user, const char *password,
                         uint8_t mac[GUARD_MAC_SIZE]);
 
+/* The priority (enum tpool_priority) of a login from rip on svc: TPOOL_HIGH when a user logged
+ * in successfully from there within a day, TPOOL_LOW when it failed within the window, else
+ * TPOOL_NORMAL. */
+int guard_priority(struct guard *guard, enum guard_service svc, const char *rip);
+
 /* A failed login. Returns the delay in ms before the failure may be answered. May ban rip. */
 uint64_t guard_auth_failed(struct guard *guard, enum guard_service svc, const char *rip,
                            const char *user, const uint8_t mac[GUARD_MAC_SIZE]);

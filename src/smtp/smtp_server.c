@@ -368,8 +368,11 @@ auth_status(struct smtp_session *s, int status, const char *challenge, const cha
 		guard_password_mac(env.guard, auth_sasl_user(s->sasl), auth_sasl_password(s->sasl),
 		                   op->mac);
 	smtp_busy(s);
-	auth_verify_async(env.auth, auth_sasl_user(s->sasl), auth_sasl_password(s->sasl),
-	                  auth_done_cb, op);
+	auth_verify_async_prio(env.auth,
+	                       env.guard != NULL ? guard_priority(env.guard, GUARD_SMTP, op->rip)
+	                                         : TPOOL_NORMAL,
+	                       auth_sasl_user(s->sasl), auth_sasl_password(s->sasl), auth_done_cb,
+	                       op);
 	auth_sasl_free(&s->sasl);
 }
 
