@@ -106,6 +106,8 @@ auth_new(struct store *store, const struct auth_options *opts, struct auth **aut
 	}
 	if (make_dummy_hash(auth, opts->password_scheme != NULL ? opts->password_scheme :
 	                    "yescrypt", error_r) < 0) {
+		hmap_free(&auth->cache);
+		pthread_mutex_destroy(&auth->cache_lock);
 		free(auth);
 		return -1;
 	}

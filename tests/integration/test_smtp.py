@@ -469,3 +469,20 @@ def test_dsn_parameters_are_kept_for_the_queue(mx):
     con.close()
     assert rows == [("friend@remote.example", "SUCCESS,FAILURE", "rfc822;friend@remote.example"),
                     ("far@remote.example", "NEVER", "rfc822;fwd@example.test")]
+
+
+def test_password_change_applies_at_once_despite_the_login_cache(mx):
+    def login(pw):
+        with smtplib.SMTP("127.0.0.1", mx.ports["submission"], timeout=15) as c:
+            c.ehlo("x")
+            c.user, c.password = "alice@example.test", pw
+            try:
+                return c.auth("PLAIN", c.auth_plain)[0]
+            except smtplib.SMTPAuthenticationError as e:
+                return e.smtp_code
+
+    assert login(PW) == 235
+    assert login(PW) == 235          # answered from the cache
+    mx.cli("user", "passwd", "alice@example.test", "--password-stdin", input="brand new\n")
+    assert login(PW) == 535
+    assert login("brand new") == 235
