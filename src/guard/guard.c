@@ -496,6 +496,21 @@ guard_free(struct guard **gp)
 	*gp = NULL;
 }
 
+static bool
+log_lifted(const void *key, size_t keylen, void *value, void *ctx)
+{
+	struct guard *g = ctx;
+	struct ban_rec *b = value, *now_rec = hmap_get(g->bans, key, keylen);
+	const char *bar = memchr(key, '|', keylen);
+
+	if (b->until > (int64_t)time(NULL) && (now_rec == NULL || now_rec->until <= (int64_t)time(NULL))
+	    && bar != NULL)
+		log_info("event=unban service=%.*s rip=%.*s reason=manual",
+		         (int)((const char *)bar - (const char *)key), (const char *)key,
+		         (int)(keylen - (size_t)((const char *)bar - (const char *)key) - 1), bar + 1);
+	return false;
+}
+
 void
 guard_refresh(struct guard *g)
 {
@@ -505,9 +520,19 @@ guard_refresh(struct guard *g)
 		return;
 	pthread_mutex_lock(&g->lock);
 	if (gen != g->generation) {
+		struct hmap *old = g->bans;
+		g->bans = hmap_new();
 		if (reload_bans(g) >= 0) {
 			g->generation = gen;
+			/* Bans that were active and are gone were lifted by an operator. */
+			hmap_foreach(old, log_lifted, g);
 			log_info("event=bans-reloaded bans=%zu", hmap_count(g->bans));
+			hmap_foreach(old, free_value, NULL);
+			hmap_free(&old);
+		} else {
+			hmap_foreach(g->bans, free_value, NULL);
+			hmap_free(&g->bans);
+			g->bans = old;
 		}
 	}
 	pthread_mutex_unlock(&g->lock);
@@ -528,8 +553,14 @@ guard_banned_until(struct guard *g, enum guard_service svc, const char *rip)
 	pthread_mutex_lock(&g->lock);
 	if (!is_allowed(g, rip)) {
 		b = hmap_get(g->bans, key, klen);
-		if (b != NULL && b->until > now)
+		if (b != NULL && b->until > now) {
 			until = b->until;
+		} else if (b != NULL && b->until > 0) {
+			/* Kept for the doubling of a next ban within a day; logged once. */
+			log_info("event=unban service=%s rip=%s reason=expired", service_names[svc],
+			         prefix);
+			b->until = 0;
+		}
 	}
 	pthread_mutex_unlock(&g->lock);
 	return until;

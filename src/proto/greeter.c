@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define GREETER_MAX_LINE 2048
 #define GREETER_MAX_BAD 10
@@ -53,14 +54,24 @@ greeter_open(struct net_conn *conn)
 	struct greeter *g = xcalloc(1, sizeof(*g));
 
 	g->kind = kind_of(net_conn_service(conn));
-	if (greeter_guard != NULL && g->kind != KIND_SMTP &&
-	    guard_banned_until(greeter_guard, g->kind == KIND_IMAP ? GUARD_IMAP : GUARD_POP3,
-	                       net_conn_rip(conn)) > 0) {
-		net_conn_printf(conn, g->kind == KIND_IMAP
-		                          ? "* BYE [UNAVAILABLE] Too many failed logins from your address\r\n"
-		                          : "-ERR [SYS/TEMP] Too many failed logins from your address\r\n");
-		net_conn_close_because(conn, "banned");
-		return g;
+	if (greeter_guard != NULL && g->kind != KIND_SMTP) {
+		int64_t until = guard_banned_until(greeter_guard,
+		                                   g->kind == KIND_IMAP ? GUARD_IMAP : GUARD_POP3,
+		                                   net_conn_rip(conn));
+		if (until > 0) {
+			char when[64];
+			struct tm tm;
+			time_t t = (time_t)until;
+
+			gmtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+			net_conn_printf(conn, "%s Too many failed logins from your address; try again "
+			                      "after %s\r\n",
+			                g->kind == KIND_IMAP ? "* BYE [UNAVAILABLE]" : "-ERR [SYS/TEMP]",
+			                when);
+			net_conn_close_because(conn, "banned");
+			return g;
+		}
 	}
 	switch (g->kind) {
 	case KIND_SMTP:

@@ -76,6 +76,7 @@ def test_ban_expires_and_repeat_bans_double(guarded):
     assert greeting(srv.ports["submission"]).startswith(b"421")
     time.sleep(1.5)
     assert login(srv, "alice@example.test", PW) == 235
+    assert "event=unban service=smtp rip=127.0.0.1 reason=expired" in srv.read_log()
     for i in range(5):
         login(srv, "alice@example.test", f"b-{i}")
     log = srv.read_log()
@@ -146,12 +147,14 @@ def test_ban_add_and_remove_act_on_the_running_server(guarded):
     while not greeting(srv.ports["imap"], src="127.0.0.7").startswith(b"* BYE"):
         assert time.time() < deadline, "imap ban not applied"
         time.sleep(0.2)
+    assert b"try again after" in greeting(srv.ports["imap"], src="127.0.0.7")
     srv.cli("ban", "remove", "127.0.0.7")
     deadline = time.time() + 10
     while not greeting(srv.ports["submission"], src="127.0.0.7").startswith(b"220"):
         assert time.time() < deadline, "ban not lifted"
         time.sleep(0.2)
     assert json.loads(srv.cli("ban", "list", "--json").stdout) == []
+    assert "event=unban service=smtp rip=127.0.0.7 reason=manual" in srv.read_log()
 
 
 def test_ban_cli_errors(guarded):
