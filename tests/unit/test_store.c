@@ -1135,6 +1135,9 @@ test_background_sweeps(void **state)
 	assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
 	assert_true(wait_gone(path, 20));
 	free(path);
+	/* The row goes right after the file (unlink first, then the row): wait for it too. */
+	for (int i = 0; i < 1000 && db_int(f, "SELECT count(*) FROM blobs", NULL) != 0; i++)
+		usleep(20000);
 	assert_int_equal(db_int(f, "SELECT count(*) FROM blobs", NULL), 0);
 	sync_job_deinit(&s);
 }
