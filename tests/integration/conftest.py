@@ -30,7 +30,7 @@ def _free(port):
 
 def free_port_base():
     for _ in range(200):
-        base = random.randrange(20000, 60000, 1000)
+        base = random.randrange(20000, 64000 - 1000)
         if all(_free(base + off) for off in OFFSETS.values()):
             return base
     raise RuntimeError("no free port range")
@@ -56,6 +56,7 @@ class Server:
         if extra_config:
             self.set_config(extra_config)
         self.proc = None
+        self.start_offset = 0
         self.log_path = os.path.join(root, "server.log")
 
     def set_config(self, settings):
@@ -88,17 +89,35 @@ class Server:
     def cli(self, *args, input=None, check=True):
         return run(args, conf=self.conf, input=input, check=check)
 
+    def move_ports(self):
+        """Another process took one of our ports: move every listener to a new base."""
+        self.base = free_port_base()
+        self.ports = {k: self.base + v for k, v in OFFSETS.items()}
+        self.set_config({f"listen.{k}": f"127.0.0.1:{p}" for k, p in self.ports.items()})
+
     def start(self, wait=True):
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_listening()
-        return self
+        for _ in range(5):
+            self.log = open(self.log_path, "ab")
+            self.start_offset = self.log.tell()
+            self.proc = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=self.log,
+                                         stderr=subprocess.STDOUT)
+            if not wait:
+                return self
+            try:
+                self.wait_listening()
+                return self
+            except AssertionError:
+                if "Address already in use" not in self.read_log()[self.start_offset:]:
+                    raise
+                self.proc.wait()
+                self.proc = None
+                self.log.close()
+                self.move_ports()
+        raise AssertionError("no free ports")
 
     def wait_listening(self, timeout=30):
         deadline = time.time() + timeout
-        while "event=start " not in self.read_log():
+        while "event=start hostname=" not in self.read_log()[self.start_offset:]:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}: {self.read_log()}")
             if time.time() > deadline:
