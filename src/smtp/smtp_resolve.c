@@ -1,7 +1,9 @@
 /* Recipient resolution (see smtp_resolve.h). Addresses are compared case-insensitively: the
  * store does that for accounts and aliases, and domains are lower-cased here. */
 #include "smtp/smtp_resolve.h"
+#include "core/hmap.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -39,22 +41,88 @@ add_remote(struct resolve *r, const char *address)
 	rt->remote[rt->nremote++] = xstrdup(address);
 }
 
+/* account id -> INBOX mailbox id. An account's INBOX never changes while the account exists
+ * (a removed and re-added account gets a new id), and looking it up each time costs a count of
+ * the mailbox's messages in the store. Bounded: emptied when full. */
+#define INBOX_CACHE_MAX 100000
+
+static pthread_mutex_t inbox_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hmap *inbox_cache;
+
+static bool
+free_entry(const void *key, size_t keylen, void *value, void *ctx)
+{
+	free(value);
+	return true;
+}
+
+static int
+inbox_of(struct store *store, int64_t account_id, int64_t *mailbox_r)
+{
+	struct store_mailbox mbox;
+	int64_t *cached;
+	int ret;
+
+	pthread_mutex_lock(&inbox_lock);
+	cached = inbox_cache ? hmap_get(inbox_cache, &account_id, sizeof(account_id)) : NULL;
+	if (cached != NULL)
+		*mailbox_r = *cached;
+	pthread_mutex_unlock(&inbox_lock);
+	if (cached != NULL)
+		return 1;
+	ret = store_mailbox_get(store, account_id, "INBOX", &mbox);
+	if (ret <= 0)
+		return ret;
+	*mailbox_r = mbox.id;
+	pthread_mutex_lock(&inbox_lock);
+	if (inbox_cache == NULL)
+		inbox_cache = hmap_new();
+	if (hmap_count(inbox_cache) >= INBOX_CACHE_MAX)
+		hmap_foreach(inbox_cache, free_entry, NULL);
+	cached = xmalloc(sizeof(*cached));
+	*cached = mbox.id;
+	free(hmap_put(inbox_cache, &account_id, sizeof(account_id), cached));
+	pthread_mutex_unlock(&inbox_lock);
+	return 1;
+}
+
+int
+smtp_route_reaches(struct store *store, const struct smtp_route *route, const char *user)
+{
+	struct store_account acc;
+	int64_t inbox;
+	int ret = store_account_get(store, user, &acc);
+
+	explicit_bzero(acc.pwhash, sizeof(acc.pwhash));
+	if (ret <= 0)
+		return ret;
+	ret = inbox_of(store, acc.id, &inbox);
+	if (ret <= 0)
+		return ret;
+	for (size_t i = 0; i < route->nmailboxes; i++) {
+		if (route->mailboxes[i] == inbox)
+			return 1;
+	}
+	return 0;
+}
+
 /* 1 = delivered to the account's INBOX, 0 = no such account, -1 = store error. */
 static int
 try_account(struct resolve *r, const char *address)
 {
 	struct store_account acc;
-	struct store_mailbox mbox;
+	int64_t inbox;
 	int ret = store_account_get(r->store, address, &acc);
 
+	explicit_bzero(acc.pwhash, sizeof(acc.pwhash));
 	if (ret <= 0)
 		return ret < 0 ? -1 : 0;
 	if (acc.disabled)
 		return 0;
-	ret = store_mailbox_get(r->store, acc.id, "INBOX", &mbox);
+	ret = inbox_of(r->store, acc.id, &inbox);
 	if (ret <= 0)
 		return ret < 0 ? -1 : 0;
-	add_mailbox(r, mbox.id);
+	add_mailbox(r, inbox);
 	return 1;
 }
 

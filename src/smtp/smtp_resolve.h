@@ -34,5 +34,9 @@ struct smtp_route {
 enum smtp_resolve_result smtp_resolve(struct store *store, const char *address,
                                       struct smtp_route *route);
 void smtp_route_deinit(struct smtp_route *route);
+/* 1 when the route delivers to the INBOX of the account `user`, 0 when not, -1 on a store
+ * error. (Is a MAIL FROM address one of the account's own? It is when it reaches her INBOX.) */
+int smtp_route_reaches(struct store *store, const struct smtp_route *route, const char *user);
+
 
 #endif

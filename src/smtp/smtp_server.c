@@ -437,6 +437,8 @@ struct lookup_op {
 	struct smtp_session *s;
 	char *address;
 	char *notify, *orcpt; /* RCPT's DSN parameters */
+	char user[256];       /* MAIL check: the authenticated account */
+	int owns;             /* MAIL check: 1 = the sender address is the account's */
 	bool is_sender; /* MAIL FROM check on submission, else RCPT */
 	enum smtp_resolve_result result;
 	struct smtp_route route;
@@ -477,6 +479,8 @@ lookup_run(void *arg)
 	struct lookup_op *op = arg;
 
 	op->result = smtp_resolve(env.store, op->address, &op->route);
+	if (op->is_sender && op->result == SMTP_RESOLVE_LOCAL)
+		op->owns = smtp_route_reaches(env.store, &op->route, op->user);
 	net_thread_post(net_conn_thread(op->conn), lookup_finish, op);
 }
 
@@ -579,7 +583,9 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
 	log_sanitize_str(from, s->mail_from);
 	if (s->submission && s->mail_from[0] != '\0' && strcasecmp(s->mail_from, s->user) != 0) {
 		/* Is the sender one of the account's aliases? Resolve it and look for the account. */
-		run_lookup(s, start_lookup(s, s->mail_from, true));
+		struct lookup_op *op = start_lookup(s, s->mail_from, true);
+		(void)!str_copy(op->user, sizeof(op->user), s->user);
+		run_lookup(s, op);
 		return;
 	}
 	s->state = SMTP_S_MAIL;
@@ -589,21 +595,12 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
 static void
 mail_finish(struct smtp_session *s, struct lookup_op *op)
 {
-	struct store_account acc;
-	bool owns = false;
+	bool owns = op->owns == 1;
 
-	if (op->result == SMTP_RESOLVE_TEMPFAIL) {
+	if (op->result == SMTP_RESOLVE_TEMPFAIL || op->owns < 0) {
 		transaction_reset(s);
 		reply(s, "451 4.3.0 Temporary lookup failure, try again");
 		return;
-	}
-	/* The account's INBOX among the targets means the address is the account's. */
-	if (op->result == SMTP_RESOLVE_LOCAL && store_account_get(env.store, s->user, &acc) == 1) {
-		struct store_mailbox mbox;
-		if (store_mailbox_get(env.store, acc.id, "INBOX", &mbox) == 1) {
-			for (size_t i = 0; i < op->route.nmailboxes; i++)
-				owns = owns || op->route.mailboxes[i] == mbox.id;
-		}
 	}
 	if (!owns) {
 		char from[LOG_SANITIZE_SIZE], user[LOG_SANITIZE_SIZE];
