@@ -26,6 +26,7 @@ static const struct {
 	{"alias", cli_alias, "add, list or remove aliases and catch-alls"},
 	{"store", cli_store, "check the store's consistency, collect unused message files"},
 	{"ban", cli_ban, "list, add or remove bans of the guard against password guessing"},
+	{"queue", cli_queue, "list, show, hold, release, delete or retry outbound mail"},
 };
 
 static int

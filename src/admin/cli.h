@@ -19,6 +19,7 @@ int cli_user(struct cli *cli, int argc, char **argv);
 int cli_alias(struct cli *cli, int argc, char **argv);
 int cli_store(struct cli *cli, int argc, char **argv);
 int cli_ban(struct cli *cli, int argc, char **argv);
+int cli_queue(struct cli *cli, int argc, char **argv);
 
 /* Helpers shared by the commands. */
 ATTR_FORMAT(1, 2) void cli_error(const char *fmt, ...);

@@ -11,6 +11,7 @@
 #include "guard/guard.h"
 #include "net/net.h"
 #include "proto/greeter.h"
+#include "queue/queue.h"
 #include "smtp/smtp_server.h"
 
 #include <errno.h>
@@ -35,6 +36,7 @@ struct serve {
 	struct auth *auth;
 	struct tpool *lookups;
 	struct guard *guard;
+	struct queue_runner *queue;
 	struct event *guard_timer;
 	atomic_bool guard_refreshing;
 	char hostname[256];
@@ -311,6 +313,36 @@ cli_serve(struct cli *cli, int argc, char **argv)
 		smtp_server_setup(&senv, sv.cfg);
 	}
 	greeter_set_guard(sv.guard);
+	{
+		/* After the store; it reads only due recipients, so start-up does not depend on
+		 * the size of the queue. */
+		struct queue_options qopts = {
+			.hostname = sv.hostname,
+			.routes = sv.cfg->queue_routes,
+			.relay_host = sv.cfg->queue_relay_host,
+			.relay_user = sv.cfg->queue_relay_user,
+			.relay_password = sv.cfg->queue_relay_password,
+			.retry_schedule = sv.cfg->queue_retry_schedule,
+			.bounce_after = sv.cfg->queue_bounce_after,
+			.delay_warning = sv.cfg->queue_delay_warning,
+			.interval = sv.cfg->queue_interval,
+			.batch = sv.cfg->queue_batch,
+			.max_in_flight = sv.cfg->queue_max_in_flight,
+			.connections_per_destination = sv.cfg->queue_connections_per_destination,
+			.connect_timeout = sv.cfg->queue_connect_timeout,
+			.command_timeout = sv.cfg->queue_command_timeout,
+			.data_timeout = sv.cfg->queue_data_timeout,
+			.starttls = strcmp(sv.cfg->queue_starttls, "never") != 0,
+			.resolvers = sv.cfg->queue_resolvers,
+			.dns_timeout = sv.cfg->queue_dns_timeout,
+			.mx_port = sv.cfg->queue_mx_port,
+		};
+
+		if (queue_runner_new(sv.store, &qopts, &sv.queue, &error) < 0) {
+			log_error("event=start result=failed reason=\"%s\"", error);
+			goto out;
+		}
+	}
 	sig_term = evsignal_new(net_server_base(sv.net), SIGTERM, on_stop_signal, &sv);
 	sig_int = evsignal_new(net_server_base(sv.net), SIGINT, on_stop_signal, &sv);
 	sig_hup = evsignal_new(net_server_base(sv.net), SIGHUP, on_reload_signal, &sv);
@@ -334,11 +366,16 @@ out:
 		event_free(sv.guard_timer);
 	/* The I/O loops have ended. Work still queued elsewhere completes first and posts its
 	 * results to the threads' inboxes; net_server_free then runs those, and they find their
-	 * connections closed. So the order is: lookups, auth, store, network. */
+	 * connections closed. So the order is: lookups, auth, queue runner, store, network. The
+	 * queue runner stops before the store closes (its deliveries in progress are dropped and
+	 * stay due) and is freed after it (the store's last done callbacks land in it). */
 	tpool_free(&sv.lookups); /* also runs the guard's queued notices */
 	auth_free(&sv.auth);
+	if (sv.queue != NULL)
+		queue_runner_stop(sv.queue);
 	if (sv.store != NULL)
 		store_close(&sv.store); /* commits every job still queued */
+	queue_runner_free(&sv.queue);
 	guard_free(&sv.guard);
 	net_server_free(&sv.net);
 	if (ret == 0)

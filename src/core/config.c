@@ -137,11 +137,18 @@ static const struct cfg_setting settings[] = {
 	    "IPv6 as [addr]:port)"),
 	ROW("queue", "relay_host", CFG_STRING, "", 0, 0, NULL, queue_relay_host,
 	    "Smarthost for every domain without a route: host:port (numeric), or empty"),
+	ROW("queue", "relay_user", CFG_STRING, "", 0, 0, NULL, queue_relay_user,
+	    "User for AUTH PLAIN at the relay host (sent only over TLS); empty: no AUTH"),
+	ROW("queue", "relay_password", CFG_STRING, "", 0, 0, NULL, queue_relay_password,
+	    "Password for relay_user; keep the file readable by the server only"),
 	ROW("queue", "retry_schedule", CFG_STRING, "5m 10m 20m 40m 1h 2h 4h", 0, 0, NULL,
 	    queue_retry_schedule,
 	    "Delays before the retries of a deferred recipient; the last one repeats"),
 	ROW("queue", "bounce_after", CFG_DURATION, "5d", SECONDS(1), DAYS(60), NULL,
 	    queue_bounce_after, "A recipient still deferred this long after queueing bounces"),
+	ROW("queue", "delay_warning", CFG_DURATION, "4h", 0, DAYS(30), NULL, queue_delay_warning,
+	    "Tell the sender once when a recipient is still deferred this long after queueing "
+	    "(RFC 3464 Action: delayed); 0 = never"),
 	ROW("queue", "interval", CFG_DURATION, "1s", 10, MINUTES(10), NULL, queue_interval,
 	    "How often the queue runner looks for due recipients"),
 	ROW("queue", "batch", CFG_UINT, "256", 1, 100000, NULL, queue_batch,
@@ -159,6 +166,12 @@ static const struct cfg_setting settings[] = {
 	    "Wait for the reply to the end of the message data (RFC 5321 4.5.3.2.6: 10 minutes)"),
 	ROW("queue", "starttls", CFG_ENUM, "opportunistic", 0, 0, "opportunistic|never",
 	    queue_starttls, "STARTTLS to destinations that offer it (certificates not verified)"),
+	ROW("queue", "resolvers", CFG_STRING, "", 0, 0, NULL, queue_resolvers,
+	    "DNS servers for MX lookups: numeric \"host:port\" words; empty: /etc/resolv.conf"),
+	ROW("queue", "dns_timeout", CFG_DURATION, "5s", 100, MINUTES(1), NULL, queue_dns_timeout,
+	    "Wait for one DNS answer (tried twice per server)"),
+	ROW("queue", "mx_port", CFG_UINT, "25", 1, 65535, NULL, queue_mx_port,
+	    "TCP port of MX hosts; anything but 25 is for tests"),
 
 	ROW("log", "target", CFG_ENUM, "stderr", 0, 0, "stderr|syslog", log_target,
 	    "Where log lines go"),
@@ -651,6 +664,9 @@ cfg_show(const struct cfg *cfg, FILE *out, bool with_descriptions)
 		if (with_descriptions)
 			fprintf(out, "# %s\n", s->description);
 		format_value(cfg, s, value, sizeof(value));
+		/* The one secret among the settings: `config show` output ends up in tickets. */
+		if (strcmp(s->name, "relay_password") == 0 && value[0] != '\0')
+			(void)!str_copy(value, sizeof(value), "(hidden)");
 		fprintf(out, "%s = %s\n", s->name, value);
 	}
 }

@@ -88,8 +88,11 @@ struct cfg {
 	/* [queue] */
 	char *queue_routes;            /* "domain=host:port ..." */
 	char *queue_relay_host;        /* "host:port" or "" */
+	char *queue_relay_user;
+	char *queue_relay_password;
 	char *queue_retry_schedule;    /* durations, space separated */
 	uint64_t queue_bounce_after;   /* ms in the queue before a deferred recipient bounces */
+	uint64_t queue_delay_warning;  /* ms in the queue before the sender is told; 0 = never */
 	uint64_t queue_interval;       /* ms between looks for due recipients */
 	uint64_t queue_batch;          /* recipients read per look */
 	uint64_t queue_max_in_flight;  /* recipients in delivery at once */
@@ -98,6 +101,9 @@ struct cfg {
 	uint64_t queue_command_timeout; /* ms: greeting, EHLO, MAIL, RCPT, DATA, QUIT replies */
 	uint64_t queue_data_timeout;    /* ms: reply to the end of the data */
 	char *queue_starttls;
+	char *queue_resolvers;       /* "127.0.0.1:53 ..." or "" */
+	uint64_t queue_dns_timeout;  /* ms */
+	uint64_t queue_mx_port;
 	/* [log] */
 	char *log_target;
 	char *log_level;

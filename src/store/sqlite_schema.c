@@ -187,6 +187,30 @@ static const char store__schema_v2[] =
 	"  PRIMARY KEY (user, ip, service)"
 	");";
 
+/* v3: outbound delivery. The delivery order (priority class, then next attempt) and the held
+ * flag are copied onto each recipient row, kept in step by triggers, so that finding due
+ * recipients is one range of a partial index per priority class, whatever the queue holds. */
+static const char store__schema_v3[] =
+	"ALTER TABLE queue_rcpts ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE queue_rcpts ADD COLUMN held INTEGER NOT NULL DEFAULT 0;"
+	/* 1 once the sender was told the delivery is delayed (RFC 3464 Action: delayed). */
+	"ALTER TABLE queue_rcpts ADD COLUMN delay_notified INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE queue_rcpts SET"
+	"  priority = (SELECT q.priority FROM queue q WHERE q.id = queue_rcpts.queue_id),"
+	"  held = (SELECT q.held FROM queue q WHERE q.id = queue_rcpts.queue_id);"
+	"CREATE INDEX queue_rcpts_ready ON queue_rcpts(priority, next_attempt, id)"
+	"  WHERE state < 2 AND held = 0;"
+	"CREATE TRIGGER queue_rcpts_class AFTER INSERT ON queue_rcpts BEGIN"
+	"  UPDATE queue_rcpts SET"
+	"    priority = (SELECT q.priority FROM queue q WHERE q.id = NEW.queue_id),"
+	"    held = (SELECT q.held FROM queue q WHERE q.id = NEW.queue_id)"
+	"  WHERE id = NEW.id;"
+	"END;"
+	"CREATE TRIGGER queue_class AFTER UPDATE OF priority, held ON queue BEGIN"
+	"  UPDATE queue_rcpts SET priority = NEW.priority, held = NEW.held"
+	"  WHERE queue_id = NEW.id;"
+	"END;";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -195,6 +219,7 @@ struct store__migration {
 static const struct store__migration store__migrations[] = {
 	{store__schema_v1, store__v1_secret},
 	{store__schema_v2, NULL},
+	{store__schema_v3, NULL},
 };
 
 int

@@ -536,6 +536,11 @@ store_txn_queue_add(struct store_txn *txn, const char *blob_id, const char *send
 		store_txn_error(txn, "queue entry without recipients");
 		return STORE_ERR_INVALID;
 	}
+	/* The delivery order reads one index range per class (store_queue_due). */
+	if (priority < 0 || priority >= STORE_QUEUE_PRIORITIES) {
+		store_txn_error(txn, "priority %d out of range", priority);
+		return STORE_ERR_INVALID;
+	}
 	/* "" is the null reverse-path of bounces (RFC 5321 4.5.5). */
 	if (sender[0] != '\0') {
 		const char *sdomain;
@@ -821,4 +826,62 @@ store_blob_gc(struct store *store)
 	if (orphans < 0)
 		return orphans;
 	return removed + orphans;
+}
+
+/* ---- Outbound queue --------------------------------------------------------------------- */
+
+int
+store_queue_due(struct store *store, int64_t now, unsigned int limit, const int64_t *skip,
+                size_t nskip, store_queue_rcpt_cb *cb, void *ctx)
+{
+	return store->ops->queue_due(store, now, limit, skip, nskip, cb, ctx);
+}
+
+int
+store_queue_list(struct store *store, int64_t after, unsigned int limit, store_queue_rcpt_cb *cb,
+                 void *ctx)
+{
+	return store->ops->queue_list(store, after, limit, cb, ctx);
+}
+
+int
+store_txn_queue_rcpt_done(struct store_txn *txn, int64_t rcpt_id)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->queue_rcpt_done(txn, rcpt_id);
+}
+
+int
+store_txn_queue_rcpt_defer(struct store_txn *txn, int64_t rcpt_id, int64_t next_attempt,
+                           const char *error, bool delay_notified)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->queue_rcpt_defer(txn, rcpt_id, next_attempt,
+	                                         error != NULL ? error : "", delay_notified);
+}
+
+int
+store_txn_queue_hold(struct store_txn *txn, int64_t queue_id, bool held)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->queue_hold(txn, queue_id, held);
+}
+
+int
+store_txn_queue_retry(struct store_txn *txn, int64_t queue_id)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->queue_retry(txn, queue_id);
+}
+
+int
+store_txn_inbox_of(struct store_txn *txn, const char *address, int64_t *mailbox_id_r)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->inbox_of(txn, address, mailbox_id_r);
 }

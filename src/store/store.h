@@ -158,6 +158,65 @@ int store_txn_queue_set_dsn(struct store_txn *txn, int64_t queue_id, const char 
                             const char *ret, const char *const *notify,
                             const char *const *orcpt, size_t nrcpts);
 
+/* Outbound delivery (src/queue). A recipient row is queued (never tried) or deferred (tried,
+ * temporary failure); delivered and bounced recipients are deleted, and the queue entry with
+ * its last recipient (its blob then loses the reference). Priority classes: 0 interactive
+ * submissions, 1 normal, 2 bulk, 3 suspected spam; lower goes first. */
+enum store_queue_state {
+	STORE_QUEUE_QUEUED = 0,
+	STORE_QUEUE_DEFERRED = 1,
+};
+#define STORE_QUEUE_PRIORITIES 4
+
+struct store_queue_rcpt {
+	int64_t id;            /* recipient row id */
+	int64_t queue_id;      /* queue entry (message) id */
+	char blob_id[33];
+	char sender[256];      /* "" = null reverse-path */
+	char rcpt[256];
+	char domain[256];
+	int priority;          /* 0..STORE_QUEUE_PRIORITIES-1 */
+	int state;             /* enum store_queue_state */
+	bool held;
+	uint32_t attempts;     /* count of failed attempts */
+	int64_t created;       /* seconds since the epoch: when the message was queued */
+	int64_t next_attempt;  /* seconds since the epoch */
+	uint64_t size;         /* bytes of the blob */
+	char envid[104];       /* RFC 3461 ENVID (xtext as received) or "" */
+	char ret[8];           /* "FULL", "HDRS" or "" */
+	char notify[64];       /* RFC 3461 NOTIFY or "" */
+	char orcpt[512];       /* RFC 3461 ORCPT or "" */
+	char last_error[256];  /* reason of the last deferral, or "" */
+	bool delay_notified;   /* the sender got a delay notification */
+};
+typedef int store_queue_rcpt_cb(const struct store_queue_rcpt *rcpt, void *ctx);
+
+/* Reads up to `limit` due recipients (queued or deferred, next_attempt <= now, not held), in
+ * priority order, then oldest due first; recipients whose id is in skip[0..nskip) (already in
+ * delivery) are passed over. One index range per priority class, never a table scan. Any
+ * thread but the I/O threads. Returns the callback's stop value, 0, or a negative store_err. */
+int store_queue_due(struct store *store, int64_t now, unsigned int limit,
+                    const int64_t *skip, size_t nskip, store_queue_rcpt_cb *cb, void *ctx);
+/* Lists up to `limit` recipients of the queue (every state, held ones too) by queue id, from
+ * queue id `after` + 1 on, for `postamt queue list`. */
+int store_queue_list(struct store *store, int64_t after, unsigned int limit,
+                     store_queue_rcpt_cb *cb, void *ctx);
+/* A recipient was delivered or bounced: its row is removed, and the queue entry too when it was
+ * the last one. STORE_ERR_NOTFOUND if the row is gone (deleted by an operator meanwhile). */
+int store_txn_queue_rcpt_done(struct store_txn *txn, int64_t rcpt_id);
+/* A temporary failure: attempts + 1, state deferred, next attempt at `next_attempt` (seconds
+ * since the epoch), error (borrowed, truncated to 255 bytes) kept for `queue list`;
+ * delay_notified true records that the sender was told about the delay (it stays set). */
+int store_txn_queue_rcpt_defer(struct store_txn *txn, int64_t rcpt_id, int64_t next_attempt,
+                               const char *error, bool delay_notified);
+/* Sets or clears the held flag of a queue entry. */
+int store_txn_queue_hold(struct store_txn *txn, int64_t queue_id, bool held);
+/* Makes every recipient of a queue entry due now. */
+int store_txn_queue_retry(struct store_txn *txn, int64_t queue_id);
+/* The INBOX of the local account `address`: 1 found, 0 no such account, or a negative
+ * store_err. For bounces to local senders. */
+int store_txn_inbox_of(struct store_txn *txn, const char *address, int64_t *mailbox_id_r);
+
 /* ---- Guard state ------------------------------------------------------------------------ */
 
 struct store_ban {

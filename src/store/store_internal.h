@@ -88,6 +88,16 @@ struct store_ops {
 	                     const char *ret, const char *const *notify, const char *const *orcpt,
 	                     size_t nrcpts);
 
+	int (*queue_rcpt_done)(struct store_txn *txn, int64_t rcpt_id);
+	int (*queue_rcpt_defer)(struct store_txn *txn, int64_t rcpt_id, int64_t next_attempt,
+	                        const char *error, bool delay_notified);
+	int (*queue_hold)(struct store_txn *txn, int64_t queue_id, bool held);
+	int (*queue_retry)(struct store_txn *txn, int64_t queue_id);
+	int (*inbox_of)(struct store_txn *txn, const char *address, int64_t *mailbox_id_r);
+	int (*queue_due)(struct store *store, int64_t now, unsigned int limit, const int64_t *skip,
+	                 size_t nskip, store_queue_rcpt_cb *cb, void *ctx);
+	int (*queue_list)(struct store *store, int64_t after, unsigned int limit,
+	                  store_queue_rcpt_cb *cb, void *ctx);
 	/* Reads, same contracts as in store.h. */
 	int (*domain_exists)(struct store *store, const char *domain);
 	int (*domain_list)(struct store *store, store_name_cb *cb, void *ctx);

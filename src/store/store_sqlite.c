@@ -66,6 +66,14 @@ enum sqlite__st {
 	ST_QUEUE_COUNT,
 	ST_QUEUE_DSN,
 	ST_QUEUE_RCPT_DSN,
+	ST_QUEUE_DUE,
+	ST_QUEUE_LIST,
+	ST_QUEUE_RCPT_DELETE,
+	ST_QUEUE_RCPT_LEFT,
+	ST_QUEUE_RCPT_DEFER,
+	ST_QUEUE_HOLD,
+	ST_QUEUE_RETRY,
+	ST_INBOX_OF,
 	ST_BAN_SET,
 	ST_BAN_REMOVE_ONE,
 	ST_BAN_REMOVE_ALL,
@@ -81,6 +89,11 @@ enum sqlite__st {
 #define SQLITE__MAILBOX_COLS                                                                  \
 	"mb.id, mb.account_id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext, "          \
 	"mb.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = mb.id)"
+
+#define SQLITE__QRCPT_COLS                                                                    \
+	"r.id, r.queue_id, q.blob_id, q.sender, r.rcpt, r.domain, q.priority, r.state, q.held, "  \
+	"r.attempts, q.created, r.next_attempt, q.size, q.envid, q.ret, r.notify, r.orcpt, "    \
+	"r.last_error, r.delay_notified"
 
 static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -142,6 +155,22 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_QUEUE_RCPT_DSN] = "UPDATE queue_rcpts SET notify = ?3, orcpt = ?4 WHERE id = "
 	                      "(SELECT id FROM queue_rcpts WHERE queue_id = ?1 ORDER BY id "
 	                      "LIMIT 1 OFFSET ?2)",
+	[ST_QUEUE_DUE] = "SELECT " SQLITE__QRCPT_COLS " FROM queue_rcpts r "
+	                  "JOIN queue q ON q.id = r.queue_id "
+	                  "WHERE r.priority = ?1 AND r.state < 2 AND r.held = 0 "
+	                  "AND r.next_attempt <= ?2 ORDER BY r.next_attempt, r.id LIMIT ?3",
+	[ST_QUEUE_LIST] = "SELECT " SQLITE__QRCPT_COLS " FROM queue_rcpts r "
+	                   "JOIN queue q ON q.id = r.queue_id WHERE r.queue_id > ?1 "
+	                   "ORDER BY r.queue_id, r.id LIMIT ?2",
+	[ST_QUEUE_RCPT_DELETE] = "DELETE FROM queue_rcpts WHERE id = ?1 RETURNING queue_id",
+	[ST_QUEUE_RCPT_LEFT] = "SELECT 1 FROM queue_rcpts WHERE queue_id = ?1 LIMIT 1",
+	[ST_QUEUE_RCPT_DEFER] = "UPDATE queue_rcpts SET state = 1, attempts = attempts + 1, "
+	                        "next_attempt = ?2, last_error = ?3, "
+	                        "delay_notified = max(delay_notified, ?4) WHERE id = ?1",
+	[ST_QUEUE_HOLD] = "UPDATE queue SET held = ?2 WHERE id = ?1",
+	[ST_QUEUE_RETRY] = "UPDATE queue_rcpts SET next_attempt = ?2 WHERE queue_id = ?1",
+	[ST_INBOX_OF] = "SELECT mb.id FROM mailboxes mb JOIN accounts a ON a.id = mb.account_id "
+	                "WHERE a.address = ?1 AND mb.name = 'INBOX'",
 	[ST_BAN_SET] = "INSERT OR REPLACE INTO guard_bans (ip, service, until, reason, failures, "
 	               "created, strikes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 	[ST_BAN_REMOVE_ONE] = "DELETE FROM guard_bans WHERE ip = ?1 AND service = ?2",
@@ -1441,6 +1470,216 @@ sqlite__queue_set_dsn(struct store_txn *txn, int64_t queue_id, const char *envid
 	return STORE_OK;
 }
 
+/* ---- Outbound queue --------------------------------------------------------------------- */
+
+static int
+sqlite__queue_rcpt_done(struct store_txn *txn, int64_t rcpt_id)
+{
+	sqlite3_stmt *st;
+	int64_t queue_id;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_QUEUE_RCPT_DELETE);
+	sqlite3_bind_int64(st, 1, rcpt_id);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite__done(st);
+		if (rc == SQLITE_DONE) {
+			store_txn_error(txn, "no queue recipient %lld", (long long)rcpt_id);
+			return STORE_ERR_NOTFOUND;
+		}
+		return sqlite__txn_fail(txn, rc, "cannot remove queue recipient");
+	}
+	queue_id = sqlite3_column_int64(st, 0);
+	rc = sqlite3_step(st);
+	sqlite__done(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot remove queue recipient");
+	SQLITE__STMT(txn, st, ST_QUEUE_RCPT_LEFT);
+	sqlite3_bind_int64(st, 1, queue_id);
+	rc = sqlite3_step(st);
+	sqlite__done(st);
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot look up queue recipients");
+	/* The last recipient: the entry goes, and with it the blob's reference (trigger). */
+	SQLITE__STMT(txn, st, ST_QUEUE_DELETE);
+	sqlite3_bind_int64(st, 1, queue_id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot remove queue entry");
+	return STORE_OK;
+}
+
+static int
+sqlite__queue_rcpt_defer(struct store_txn *txn, int64_t rcpt_id, int64_t next_attempt,
+                         const char *error, bool delay_notified)
+{
+	char text[256];
+	sqlite3_stmt *st;
+	int rc;
+
+	(void)snprintf(text, sizeof(text), "%s", error);
+	SQLITE__STMT(txn, st, ST_QUEUE_RCPT_DEFER);
+	sqlite3_bind_int64(st, 1, rcpt_id);
+	sqlite3_bind_int64(st, 2, next_attempt);
+	sqlite__bind_text(st, 3, text);
+	sqlite3_bind_int(st, 4, delay_notified ? 1 : 0);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot defer queue recipient");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "no queue recipient %lld", (long long)rcpt_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__queue_update(struct store_txn *txn, enum sqlite__st id, int64_t queue_id, int64_t value)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, id);
+	sqlite3_bind_int64(st, 1, queue_id);
+	sqlite3_bind_int64(st, 2, value);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot update queue entry");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "no queue entry %lld", (long long)queue_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__queue_hold(struct store_txn *txn, int64_t queue_id, bool held)
+{
+	return sqlite__queue_update(txn, ST_QUEUE_HOLD, queue_id, held ? 1 : 0);
+}
+
+static int
+sqlite__queue_retry(struct store_txn *txn, int64_t queue_id)
+{
+	return sqlite__queue_update(txn, ST_QUEUE_RETRY, queue_id, txn->now);
+}
+
+static int
+sqlite__inbox_of(struct store_txn *txn, const char *address, int64_t *mailbox_id_r)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_INBOX_OF);
+	sqlite__bind_text(st, 1, address);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*mailbox_id_r = sqlite3_column_int64(st, 0);
+	sqlite__done(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return sqlite__txn_fail(txn, rc, "cannot look up the INBOX");
+}
+
+/* Fills a recipient from a row of SQLITE__QRCPT_COLS. Text longer than a field is cut: these
+ * are for display and for the envelope, whose lengths the SMTP server already bounded. */
+static void
+sqlite__qrcpt_row(sqlite3_stmt *st, struct store_queue_rcpt *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->id = sqlite3_column_int64(st, 0);
+	r->queue_id = sqlite3_column_int64(st, 1);
+	(void)!str_copy(r->blob_id, sizeof(r->blob_id), sqlite__col_text(st, 2));
+	(void)!str_copy(r->sender, sizeof(r->sender), sqlite__col_text(st, 3));
+	(void)!str_copy(r->rcpt, sizeof(r->rcpt), sqlite__col_text(st, 4));
+	(void)!str_copy(r->domain, sizeof(r->domain), sqlite__col_text(st, 5));
+	r->priority = sqlite3_column_int(st, 6);
+	r->state = sqlite3_column_int(st, 7);
+	r->held = sqlite3_column_int(st, 8) != 0;
+	r->attempts = (uint32_t)sqlite3_column_int64(st, 9);
+	r->created = sqlite3_column_int64(st, 10);
+	r->next_attempt = sqlite3_column_int64(st, 11);
+	r->size = (uint64_t)sqlite3_column_int64(st, 12);
+	(void)!str_copy(r->envid, sizeof(r->envid), sqlite__col_text(st, 13));
+	(void)!str_copy(r->ret, sizeof(r->ret), sqlite__col_text(st, 14));
+	(void)!str_copy(r->notify, sizeof(r->notify), sqlite__col_text(st, 15));
+	(void)!str_copy(r->orcpt, sizeof(r->orcpt), sqlite__col_text(st, 16));
+	(void)!str_copy(r->last_error, sizeof(r->last_error), sqlite__col_text(st, 17));
+	r->delay_notified = sqlite3_column_int(st, 18) != 0;
+}
+
+static bool
+sqlite__skipped(int64_t id, const int64_t *skip, size_t nskip)
+{
+	for (size_t i = 0; i < nskip; i++) {
+		if (skip[i] == id)
+			return true;
+	}
+	return false;
+}
+
+static int
+sqlite__queue_due(struct store *store, int64_t now, unsigned int limit, const int64_t *skip,
+                  size_t nskip, store_queue_rcpt_cb *cb, void *ctx)
+{
+	struct store_queue_rcpt r;
+	unsigned int found = 0;
+	int ret = STORE_OK;
+
+	for (int prio = 0; prio < STORE_QUEUE_PRIORITIES && found < limit && ret == 0; prio++) {
+		struct sqlite__read rd;
+		int rc = SQLITE_DONE;
+
+		ret = sqlite__read_begin(&rd, store, ST_QUEUE_DUE);
+		if (ret != STORE_OK)
+			return ret;
+		/* The skipped ones (in delivery) are the oldest due: read past them. */
+		sqlite3_bind_int(rd.st, 1, prio);
+		sqlite3_bind_int64(rd.st, 2, now);
+		sqlite3_bind_int64(rd.st, 3, (sqlite3_int64)(limit - found) + (sqlite3_int64)nskip);
+		while (found < limit && (rc = sqlite3_step(rd.st)) == SQLITE_ROW) {
+			if (sqlite__skipped(sqlite3_column_int64(rd.st, 0), skip, nskip))
+				continue;
+			sqlite__qrcpt_row(rd.st, &r);
+			found++;
+			ret = cb(&r, ctx);
+			if (ret != 0)
+				break;
+		}
+		if (found >= limit)
+			rc = SQLITE_DONE;
+		ret = sqlite__read_end(&rd, rc, ret);
+	}
+	return ret;
+}
+
+static int
+sqlite__queue_list(struct store *store, int64_t after, unsigned int limit,
+                   store_queue_rcpt_cb *cb, void *ctx)
+{
+	struct store_queue_rcpt r;
+	struct sqlite__read rd;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&rd, store, ST_QUEUE_LIST);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(rd.st, 1, after);
+	sqlite3_bind_int64(rd.st, 2, limit);
+	while ((rc = sqlite3_step(rd.st)) == SQLITE_ROW) {
+		sqlite__qrcpt_row(rd.st, &r);
+		ret = cb(&r, ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&rd, rc, ret);
+}
+
 /* ---- Guard state ------------------------------------------------------------------------ */
 
 static int
@@ -1602,6 +1841,13 @@ const struct store_ops store__sqlite_ops = {
 	.queue_add = sqlite__queue_add,
 	.queue_remove = sqlite__queue_remove,
 	.queue_set_dsn = sqlite__queue_set_dsn,
+	.queue_rcpt_done = sqlite__queue_rcpt_done,
+	.queue_rcpt_defer = sqlite__queue_rcpt_defer,
+	.queue_hold = sqlite__queue_hold,
+	.queue_retry = sqlite__queue_retry,
+	.inbox_of = sqlite__inbox_of,
+	.queue_due = sqlite__queue_due,
+	.queue_list = sqlite__queue_list,
 	.domain_exists = sqlite__domain_exists,
 	.domain_list = sqlite__domain_list,
 	.account_get = sqlite__account_get,

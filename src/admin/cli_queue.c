@@ -1,0 +1,222 @@
+/* `postamt queue list|show|hold|release|delete|retry`: the outbound queue, read and changed in
+ * the store while the server runs. Listing reads recipients in queue-id order through an index
+ * with a limit, so it answers as fast with a million entries as with ten. A change is a store
+ * job; the running queue runner sees it at its next look (held entries are not read, retried
+ * ones are due now, deleted ones are gone; a delivery already in progress finishes). */
+#include "admin/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int
+queue_usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: postamt [-c CONF] queue list [--json] [--limit N]\n"
+	        "       postamt [-c CONF] queue show ID [--json]\n"
+	        "       postamt [-c CONF] queue hold|release|delete|retry ID...\n"
+	        "list shows one line per recipient, oldest queue entries first (default limit\n"
+	        "100). "
+	        "hold keeps an entry from delivery until release; retry makes it\n"
+	        "due now; delete removes it without a bounce.\n");
+	return out == stdout ? 0 : 2;
+}
+
+struct qlist {
+	bool json, first;
+	int64_t only; /* show: this queue id; 0 = all */
+	unsigned int rows;
+};
+
+static void
+qjson_str(const char *s)
+{
+	putchar('"');
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void
+qtime(int64_t t, char *out, size_t outsize)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	if (strftime(out, outsize, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		out[0] = '\0';
+}
+
+static int
+print_rcpt(const struct store_queue_rcpt *r, void *ctx)
+{
+	struct qlist *l = ctx;
+	const char *state = r->held ? "held" :
+	                    r->state == STORE_QUEUE_DEFERRED ? "deferred" : "queued";
+	char created[32], next[32];
+
+	if (l->only != 0 && r->queue_id != l->only)
+		return 1; /* past the entry: stop */
+	qtime(r->created, created, sizeof(created));
+	qtime(r->next_attempt, next, sizeof(next));
+	if (l->json) {
+		printf("%s{\"id\":%lld,\"rcpt_id\":%lld,\"sender\":", l->first ? "" : ",",
+		       (long long)r->queue_id, (long long)r->id);
+		qjson_str(r->sender);
+		printf(",\"recipient\":");
+		qjson_str(r->rcpt);
+		printf(",\"state\":\"%s\",\"priority\":%d,\"size\":%llu,\"attempts\":%u,"
+		       "\"created\":\"%s\",\"next_attempt\":\"%s\",\"last_error\":",
+		       state, r->priority, (unsigned long long)r->size, r->attempts, created, next);
+		qjson_str(r->last_error);
+		putchar('}');
+	} else {
+		printf("%-8lld %-8s %8llu %s <%s> -> <%s> attempts=%u next=%s%s%s\n",
+		       (long long)r->queue_id, state, (unsigned long long)r->size, created,
+		       r->sender, r->rcpt, r->attempts, next, r->last_error[0] ? " error=" : "",
+		       r->last_error);
+	}
+	l->first = false;
+	l->rows++;
+	return 0;
+}
+
+struct qchange {
+	int64_t id;
+	int kind; /* 0 hold, 1 release, 2 delete, 3 retry */
+};
+
+static int
+job_qchange(struct store_txn *txn, void *ctx)
+{
+	struct qchange *c = ctx;
+
+	switch (c->kind) {
+	case 0:
+		return store_txn_queue_hold(txn, c->id, true);
+	case 1:
+		return store_txn_queue_hold(txn, c->id, false);
+	case 2:
+		return store_txn_queue_remove(txn, c->id);
+	default:
+		return store_txn_queue_retry(txn, c->id);
+	}
+}
+
+static int
+parse_id(const char *s, int64_t *id_r)
+{
+	uint64_t v;
+
+	if (str_to_u64(s, &v) < 0 || v == 0 || v > INT64_MAX)
+		return -1;
+	*id_r = (int64_t)v;
+	return 0;
+}
+
+int
+cli_queue(struct cli *cli, int argc, char **argv)
+{
+	static const char *const changes[] = {"hold", "release", "delete", "retry"};
+	struct qlist l = {false, true, 0, 0};
+	unsigned int limit = 100;
+	struct store *store;
+	struct cfg *cfg;
+	const char *cmd, *error;
+	int kind = -1, ret = 0;
+
+	if (cli_wants_help(argc, argv))
+		return queue_usage(stdout);
+	if (argc < 1)
+		return queue_usage(stderr);
+	cmd = argv[0];
+	for (size_t i = 0; i < N_ELEMENTS(changes); i++) {
+		if (strcmp(cmd, changes[i]) == 0)
+			kind = (int)i;
+	}
+	if (kind < 0 && strcmp(cmd, "list") != 0 && strcmp(cmd, "show") != 0)
+		return queue_usage(stderr);
+	if (kind >= 0 && argc < 2)
+		return queue_usage(stderr);
+	if (kind < 0) {
+		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "--json") == 0) {
+				l.json = true;
+			} else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc &&
+			           strcmp(cmd, "list") == 0) {
+				if (str_to_uint(argv[++i], &limit) < 0 || limit == 0) {
+					cli_error("--limit: expected a positive number");
+					return 2;
+				}
+			} else if (strcmp(cmd, "show") == 0 && l.only == 0 &&
+			           parse_id(argv[i], &l.only) == 0) {
+				continue;
+			} else {
+				return queue_usage(stderr);
+			}
+		}
+		if (strcmp(cmd, "show") == 0 && l.only == 0)
+			return queue_usage(stderr);
+	} else {
+		for (int i = 1; i < argc; i++) {
+			int64_t id;
+
+			if (parse_id(argv[i], &id) < 0) {
+				cli_error("%s: not a queue id", argv[i]);
+				return 2;
+			}
+		}
+	}
+	cfg = cli_load_config(cli);
+	if (cfg == NULL)
+		return 1;
+	store = cli_open_store(cfg);
+	if (store == NULL) {
+		cfg_free(&cfg);
+		return 1;
+	}
+	if (kind < 0) {
+		int r;
+
+		if (l.json)
+			putchar('[');
+		if (l.only != 0)
+			r = store_queue_list(store, l.only - 1, STORE_QUEUE_PRIORITIES * 1000,
+			                     print_rcpt, &l);
+		else
+			r = store_queue_list(store, 0, limit, print_rcpt, &l);
+		if (l.json)
+			printf("]\n");
+		if (r < 0) {
+			cli_error("cannot read the queue: %s", store_err_str(r));
+			ret = 1;
+		} else if (l.only != 0 && l.rows == 0) {
+			cli_error("no queue entry %lld", (long long)l.only);
+			ret = 1;
+		}
+	} else {
+		for (int i = 1; i < argc; i++) {
+			struct qchange c = {0, kind};
+
+			(void)parse_id(argv[i], &c.id);
+			if (store_exec(store, job_qchange, &c, &error) != STORE_OK) {
+				cli_error("%s %s: %s", cmd, argv[i], error);
+				ret = 1;
+			}
+		}
+	}
+	store_close(&store);
+	cfg_free(&cfg);
+	return ret;
+}

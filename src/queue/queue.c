@@ -1,0 +1,1114 @@
+/* The queue runner (see queue.h for the contract).
+ *
+ * Invariants: a recipient id is in `inflight` from the read that found it until the commit of
+ * its outcome job, so no read returns it twice; an outcome is submitted only after the peer's
+ * final answer (or a failure), so a crash in between leaves it due: delivered at least once.
+ * The runner thread owns every structure here except `inbox`, which job done callbacks (the
+ * store writer thread) fill under `lock`. */
+#include "queue/queue.h"
+
+#include "core/hmap.h"
+#include "core/log.h"
+#include "dns/dns.h"
+#include "smtp/smtp_client.h"
+#include "store/store.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <fcntl.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Header bytes of the original message quoted in a bounce. */
+#define QUEUE_DSN_MAX_HEADERS (64 * 1024)
+
+struct queue_route {
+	char *domain;
+	char *name; /* "host:port" as configured */
+	struct sockaddr_storage addr;
+	int addrlen;
+};
+
+struct queue_dest;
+
+struct queue_msg {
+	struct queue_msg *next; /* destination's pending list */
+	struct queue_dest *dest;
+	int64_t queue_id;
+	char blob_id[33];
+	char *sender, *envid, *ret, *path;
+	uint64_t size;
+	int64_t created; /* seconds */
+	size_t nrcpts;
+	int64_t *rcpt_ids;
+	uint32_t *attempts;
+	bool *delay_notified;
+	struct smtp_client_rcpt *crcpts; /* their strings are the ones in strs */
+	char **strs; /* 3 per recipient: address, notify, orcpt (owned; NULL when absent) */
+	struct smtp_client_msg cmsg;
+};
+
+enum queue_dest_state {
+	QUEUE_DEST_READY,     /* targets known */
+	QUEUE_DEST_LOOKUP,    /* MX lookup needed */
+	QUEUE_DEST_RESOLVING, /* MX lookup in progress */
+};
+
+struct queue_dest {
+	char *key; /* "host:port" of a route, or "mx:domain" */
+	char *domain; /* for MX destinations */
+	enum queue_dest_state state;
+	struct dns_target *targets; /* in the order to try them */
+	size_t ntargets;
+	size_t next_target; /* the one connections go to; advances when it fails */
+	struct queue_runner *qr;
+	bool relay; /* the relay host: authenticate when configured */
+	struct queue_msg *head, *tail;
+	size_t npending;
+	unsigned int nconns;
+	unsigned int nfresh; /* connections that have not taken a message yet */
+};
+
+struct queue_session {
+	struct queue_runner *qr;
+	struct queue_dest *dest;
+	struct smtp_client *client;
+	struct queue_session *prev, *next;
+	bool fresh;
+};
+
+enum queue_action { QUEUE_DONE, QUEUE_DEFER };
+
+struct queue_item {
+	int64_t id;
+	enum queue_action action;
+	int64_t next_attempt;
+	bool delay_notified;
+	char error[256];
+};
+
+/* One message's outcome: a store job; then back to the runner through the inbox. */
+struct queue_outcome {
+	struct queue_outcome *next;
+	struct queue_runner *qr;
+	size_t n;
+	struct queue_item *items;
+	char *bounce_to; /* non-NULL: the job's blob is a bounce for this sender */
+	char bounce_blob[33];
+};
+
+struct queue_runner {
+	struct store *store;
+	struct queue_options opts;
+	char *hostname, *relay_user, *relay_password;
+	uint64_t *schedule;
+	size_t nschedule;
+	struct queue_route *routes;
+	size_t nroutes;
+	bool have_relay;
+	struct queue_route relay;
+	SSL_CTX *tls;
+	struct dns_resolver *dns;
+
+	struct event_base *base;
+	struct event *tick, *wake, *stop;
+	pthread_t thread;
+	bool have_thread;
+
+	struct hmap *inflight; /* rcpt id (8 bytes) -> (void *)1 */
+	struct hmap *dests;    /* key -> struct queue_dest */
+	struct queue_session *sessions;
+
+	pthread_mutex_t lock;
+	struct queue_outcome *inbox; /* under lock */
+	bool stopping;               /* under lock */
+};
+
+static void queue_dispatch(struct queue_runner *qr, struct queue_dest *dest);
+
+static int64_t
+queue_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* ---- Outcomes --------------------------------------------------------------------------- */
+
+static void
+queue_outcome_free(struct queue_outcome *o)
+{
+	free(o->items);
+	free(o->bounce_to);
+	free(o);
+}
+
+static int
+queue_outcome_run(struct store_txn *txn, void *ctx)
+{
+	struct queue_outcome *o = ctx;
+	int ret;
+
+	for (size_t i = 0; i < o->n; i++) {
+		const struct queue_item *it = &o->items[i];
+
+		if (it->action == QUEUE_DONE)
+			ret = store_txn_queue_rcpt_done(txn, it->id);
+		else
+			ret = store_txn_queue_rcpt_defer(txn, it->id, it->next_attempt, it->error,
+			                                 it->delay_notified);
+		/* Deleted by an operator meanwhile: nothing left to record. */
+		if (ret != STORE_OK && ret != STORE_ERR_NOTFOUND)
+			return ret;
+	}
+	if (o->bounce_to != NULL) {
+		int64_t mailbox = 0, qid = 0;
+		const char *to = o->bounce_to;
+		uint32_t uid;
+
+		ret = store_txn_inbox_of(txn, to, &mailbox);
+		if (ret < 0)
+			return ret;
+		if (ret == 1)
+			ret = store_txn_deliver(txn, mailbox, o->bounce_blob, 0, store_txn_now(txn),
+			                        &uid);
+		else
+			ret = store_txn_queue_add(txn, o->bounce_blob, "", &to, 1, 1, &qid);
+		if (ret != STORE_OK)
+			return ret;
+	}
+	return STORE_OK;
+}
+
+/* On the store writer thread: hand the outcome back to the runner. */
+static void
+queue_outcome_done(struct store_job *job, void *ctx)
+{
+	struct queue_outcome *o = ctx;
+	struct queue_runner *qr = o->qr;
+	const char *error;
+	int ret = store_job_result(job, &error);
+	bool wake;
+
+	if (ret != STORE_OK)
+		log_error("event=queue_record result=failed error=\"%s\"", error);
+	store_job_free(&job);
+	pthread_mutex_lock(&qr->lock);
+	o->next = qr->inbox;
+	qr->inbox = o;
+	wake = !qr->stopping;
+	if (wake)
+		event_active(qr->wake, EV_READ, 0);
+	pthread_mutex_unlock(&qr->lock);
+}
+
+/* Reads the header section of the original message for a bounce. */
+static void
+queue_read_headers(const char *path, struct buf *out)
+{
+	uint8_t chunk[8192];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	while (out->len < QUEUE_DSN_MAX_HEADERS) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		(void)buf_append(out, chunk, (size_t)n);
+	}
+	close(fd);
+	for (size_t i = 0; i + 1 < out->len; i++) {
+		if (out->data[i] == '\n' && (out->data[i + 1] == '\n' ||
+		                             (out->data[i + 1] == '\r' && i + 2 < out->len &&
+		                              out->data[i + 2] == '\n'))) {
+			out->len = i + 1;
+			return;
+		}
+	}
+	if (out->len > QUEUE_DSN_MAX_HEADERS)
+		out->len = QUEUE_DSN_MAX_HEADERS;
+}
+
+/* RFC 3461 4.1: without NOTIFY, whether to report delays is ours to choose: we do. */
+static bool
+queue_wants_delay_dsn(const char *notify)
+{
+	return notify == NULL || notify[0] == '\0' || strcasestr(notify, "DELAY") != NULL;
+}
+
+static bool
+queue_wants_failure_dsn(const char *notify)
+{
+	/* RFC 3461 4.1: without NOTIFY the default is FAILURE (and DELAY); NEVER or a list
+	 * without FAILURE asks for no failure report. */
+	if (notify == NULL || notify[0] == '\0')
+		return true;
+	return strcasestr(notify, "FAILURE") != NULL;
+}
+
+/* Records the results of one message's attempt; frees msg. */
+static void
+queue_record(struct queue_runner *qr, struct queue_msg *msg)
+{
+	struct queue_outcome *o = xcalloc(1, sizeof(*o));
+	struct queue_dsn_rcpt *failed = xcalloc(msg->nrcpts, sizeof(*failed));
+	char (*status)[16] = xcalloc(msg->nrcpts, sizeof(*status));
+	struct store_blob *blob = NULL;
+	struct store_job *job;
+	int64_t now = queue_now();
+	size_t nfailed = 0;
+
+	o->qr = qr;
+	o->n = msg->nrcpts;
+	o->items = xcalloc(msg->nrcpts, sizeof(*o->items));
+	for (size_t i = 0; i < msg->nrcpts; i++) {
+		struct smtp_client_rcpt *rc = &msg->crcpts[i];
+		struct queue_item *it = &o->items[i];
+		bool expired = now - msg->created >= (int64_t)(qr->opts.bounce_after / 1000);
+		char safe[LOG_SANITIZE_SIZE];
+
+		it->id = msg->rcpt_ids[i];
+		(void)snprintf(it->error, sizeof(it->error), "%s", rc->reply);
+		if (rc->code >= 200 && rc->code < 300) {
+			it->action = QUEUE_DONE;
+			log_info("event=delivered qid=%lld rcpt=%s relay=%s reply=\"%s\"",
+			         (long long)msg->queue_id, rc->address, msg->dest->key,
+			         log_sanitize_str(safe, rc->reply));
+		} else if (rc->code >= 500 || expired) {
+			it->action = QUEUE_DONE;
+			log_info("event=bounced qid=%lld rcpt=%s relay=%s reply=\"%s\"",
+			         (long long)msg->queue_id, rc->address, msg->dest->key,
+			         log_sanitize_str(safe, rc->reply));
+			if (rc->code >= 500)
+				queue_status_code(rc->reply, status[i]);
+			else
+				(void)snprintf(status[i], sizeof(status[i]), "4.4.7");
+			if (queue_wants_failure_dsn(rc->notify)) {
+				failed[nfailed].address = rc->address;
+				failed[nfailed].orcpt = rc->orcpt;
+				failed[nfailed].status = status[i];
+				failed[nfailed].diagnostic = rc->reply;
+				nfailed++;
+			}
+		} else {
+			uint64_t delay = queue_retry_delay(qr->schedule, qr->nschedule,
+			                                   msg->attempts[i]);
+
+			it->action = QUEUE_DEFER;
+			/* Rounded up to whole seconds, the unit of the store. */
+			it->next_attempt = now + (int64_t)((delay + 999) / 1000);
+			it->delay_notified = msg->delay_notified[i];
+			/* Once, after delay_warning: the sender learns the mail is still trying. */
+			if (qr->opts.delay_warning != 0 && !msg->delay_notified[i] &&
+			    now - msg->created >= (int64_t)(qr->opts.delay_warning / 1000) &&
+			    queue_wants_delay_dsn(rc->notify)) {
+				it->delay_notified = true;
+				queue_status_code(rc->reply[0] == '4' ? rc->reply : "4", status[i]);
+				failed[nfailed].address = rc->address;
+				failed[nfailed].orcpt = rc->orcpt;
+				failed[nfailed].status = status[i];
+				failed[nfailed].diagnostic = rc->reply;
+				failed[nfailed].retry_until =
+					msg->created + (int64_t)(qr->opts.bounce_after / 1000);
+				nfailed++;
+			}
+			log_info("event=deferred qid=%lld rcpt=%s relay=%s delay_s=%llu "
+			         "reply=\"%s\"",
+			         (long long)msg->queue_id, rc->address, msg->dest->key,
+			         (unsigned long long)((delay + 999) / 1000),
+			         log_sanitize_str(safe, rc->reply));
+		}
+	}
+	/* Never a bounce for a bounce (RFC 5321 6.1, 4.5.5). */
+	if (nfailed > 0 && msg->sender[0] != '\0') {
+		struct buf headers, dsn;
+		const char *error;
+
+		buf_init(&headers, QUEUE_DSN_MAX_HEADERS + 8192);
+		buf_init(&dsn, QUEUE_DSN_MAX_HEADERS + 1024 * 1024);
+		queue_read_headers(msg->path, &headers);
+		queue_dsn_build(&dsn, qr->hostname, msg->sender, msg->envid, msg->created, now,
+		                failed, nfailed, headers.data, headers.len);
+		if (store_blob_new(qr->store, &blob, &error) < 0) {
+			log_error("event=bounce result=failed error=\"%s\"", error);
+			blob = NULL;
+		} else if (store_blob_write(blob, dsn.data, dsn.len) != STORE_OK) {
+			log_error("event=bounce result=failed error=\"cannot write the report\"");
+			store_blob_free(&blob);
+		}
+		if (blob != NULL) {
+			o->bounce_to = xstrdup(msg->sender);
+			(void)!str_copy(o->bounce_blob, sizeof(o->bounce_blob),
+			                store_blob_id(blob));
+		}
+		buf_deinit(&headers);
+		buf_deinit(&dsn);
+	}
+	free(failed);
+	free(status);
+	job = store_job_new(queue_outcome_run, queue_outcome_done, o);
+	if (blob != NULL)
+		store_job_add_blob(job, &blob);
+	store_submit(qr->store, job);
+}
+
+static void
+queue_msg_free(struct queue_msg *msg)
+{
+	for (size_t i = 0; i < 3 * msg->nrcpts; i++)
+		free(msg->strs[i]);
+	free(msg->strs);
+	free(msg->crcpts);
+	free(msg->rcpt_ids);
+	free(msg->attempts);
+	free(msg->delay_notified);
+	free(msg->sender);
+	free(msg->envid);
+	free(msg->ret);
+	free(msg->path);
+	free(msg);
+}
+
+/* Every recipient of msg gets the same result: code 0 (temporary) or a 5xx reply. */
+static void
+queue_fail_msg(struct queue_runner *qr, struct queue_msg *msg, unsigned int code,
+               const char *reason)
+{
+	for (size_t i = 0; i < msg->nrcpts; i++) {
+		msg->crcpts[i].code = code;
+		/* A reason longer than the field is cut: it is only for the log and the DSN. */
+		if (str_copy(msg->crcpts[i].reply, sizeof(msg->crcpts[i].reply), reason) < 0) {
+		}
+	}
+	queue_record(qr, msg);
+	queue_msg_free(msg);
+}
+
+/* ---- Destinations and sessions ---------------------------------------------------------- */
+
+static void
+queue_dest_maybe_free(struct queue_runner *qr, struct queue_dest *dest)
+{
+	if (dest->nconns > 0 || dest->head != NULL || dest->state == QUEUE_DEST_RESOLVING)
+		return;
+	(void)hmap_remove(qr->dests, dest->key, strlen(dest->key));
+	free(dest->key);
+	free(dest->domain);
+	free(dest->targets);
+	free(dest);
+}
+
+static struct smtp_client_msg *
+queue_session_next(void *ctx)
+{
+	struct queue_session *s = ctx;
+	struct queue_dest *dest = s->dest;
+	struct queue_msg *msg;
+	bool stopping;
+
+	pthread_mutex_lock(&s->qr->lock);
+	stopping = s->qr->stopping;
+	pthread_mutex_unlock(&s->qr->lock);
+	if (s->fresh) {
+		s->fresh = false;
+		dest->nfresh--;
+	}
+	msg = dest->head;
+	if (msg == NULL || stopping)
+		return NULL;
+	dest->head = msg->next;
+	if (dest->head == NULL)
+		dest->tail = NULL;
+	dest->npending--;
+	msg->next = NULL;
+	return &msg->cmsg;
+}
+
+static void
+queue_session_msg_done(struct smtp_client_msg *cmsg, void *ctx)
+{
+	struct queue_session *s = ctx;
+	struct queue_msg *msg = cmsg->ctx;
+	bool stopping;
+
+	pthread_mutex_lock(&s->qr->lock);
+	stopping = s->qr->stopping;
+	pthread_mutex_unlock(&s->qr->lock);
+	/* At shutdown nothing is recorded: the recipients stay due in the store. */
+	if (!stopping)
+		queue_record(s->qr, msg);
+	queue_msg_free(msg);
+}
+
+static void
+queue_session_closed(const char *reason, bool delivered_any, void *ctx)
+{
+	struct queue_session *s = ctx;
+	struct queue_runner *qr = s->qr;
+	struct queue_dest *dest = s->dest;
+	bool stopping;
+
+	pthread_mutex_lock(&qr->lock);
+	stopping = qr->stopping;
+	pthread_mutex_unlock(&qr->lock);
+	if (s->fresh)
+		dest->nfresh--;
+	dest->nconns--;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		qr->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	free(s);
+	if (stopping)
+		return;
+	/* The destination is unreachable: everything waiting for it is deferred, unless another
+	 * connection to it is still working. */
+	if (reason != NULL && !delivered_any && dest->nconns == 0 &&
+	    dest->next_target + 1 < dest->ntargets) {
+		/* RFC 5321 5.1: every host of the list is tried before the mail is deferred. */
+		dest->next_target++;
+	} else if (reason != NULL && !delivered_any && dest->nconns == 0) {
+		dest->next_target = 0;
+		while (dest->head != NULL) {
+			struct queue_msg *msg = dest->head;
+
+			dest->head = msg->next;
+			dest->npending--;
+			queue_fail_msg(qr, msg, 0, reason);
+		}
+		dest->tail = NULL;
+	}
+	queue_dispatch(qr, dest);
+	queue_dest_maybe_free(qr, dest);
+}
+
+static const struct smtp_client_callbacks queue_client_cb = {
+	.next_msg = queue_session_next,
+	.msg_done = queue_session_msg_done,
+	.closed = queue_session_closed,
+};
+
+static void queue_dns_done(enum dns_status status, const struct dns_target *targets, size_t n,
+                           const char *error, void *ctx);
+
+/* Opens connections while messages wait and the destination's limit allows; looks the
+ * destination up first when it is a domain's MX. */
+static void
+queue_dispatch(struct queue_runner *qr, struct queue_dest *dest)
+{
+	if (dest->state == QUEUE_DEST_LOOKUP && dest->head != NULL) {
+		dest->state = QUEUE_DEST_RESOLVING;
+		dns_resolve_mx(qr->dns, dest->domain, (uint16_t)qr->opts.mx_port, queue_dns_done,
+		               dest);
+		return;
+	}
+	if (dest->state != QUEUE_DEST_READY)
+		return;
+	while (dest->npending > dest->nfresh &&
+	       dest->nconns < qr->opts.connections_per_destination) {
+		struct queue_session *s = xcalloc(1, sizeof(*s));
+		struct smtp_client_options o = {
+			.helo = qr->hostname,
+			.peer_name = dest->key,
+			.tls = qr->tls,
+			.connect_timeout = qr->opts.connect_timeout,
+			.command_timeout = qr->opts.command_timeout,
+			.data_timeout = qr->opts.data_timeout,
+		};
+
+		if (dest->relay && qr->relay_user != NULL) {
+			o.auth_user = qr->relay_user;
+			o.auth_password = qr->relay_password;
+		}
+
+		const struct dns_target *t = &dest->targets[dest->next_target];
+		char peer[320];
+
+		if (dest->domain != NULL) {
+			char ip[INET6_ADDRSTRLEN] = "";
+			const struct sockaddr *sa = (const struct sockaddr *)&t->addr;
+
+			if (sa->sa_family == AF_INET)
+				(void)inet_ntop(AF_INET,
+				                &((const struct sockaddr_in *)sa)->sin_addr, ip,
+				                sizeof(ip));
+			else
+				(void)inet_ntop(AF_INET6,
+				                &((const struct sockaddr_in6 *)sa)->sin6_addr, ip,
+				                sizeof(ip));
+			(void)snprintf(peer, sizeof(peer), "%s[%s]", t->host, ip);
+			o.peer_name = peer;
+		}
+		s->qr = qr;
+		s->dest = dest;
+		s->fresh = true;
+		if (smtp_client_start(qr->base, (const struct sockaddr *)&t->addr, t->addrlen, &o,
+		                      &queue_client_cb, s, &s->client) < 0) {
+			free(s);
+			if (dest->nconns == 0) {
+				while (dest->head != NULL) {
+					struct queue_msg *msg = dest->head;
+
+					dest->head = msg->next;
+					dest->npending--;
+					queue_fail_msg(qr, msg, 0, "cannot start a connection");
+				}
+				dest->tail = NULL;
+			}
+			return;
+		}
+		dest->nconns++;
+		dest->nfresh++;
+		s->next = qr->sessions;
+		if (s->next != NULL)
+			s->next->prev = s;
+		qr->sessions = s;
+	}
+}
+
+static void
+queue_dns_done(enum dns_status status, const struct dns_target *targets, size_t n,
+               const char *error, void *ctx)
+{
+	struct queue_dest *dest = ctx;
+	struct queue_runner *qr;
+	unsigned int code = 0;
+	char reason[512];
+	bool stopping;
+
+	/* The runner is reached through any session-independent path: the dest's messages. */
+	qr = dest->qr;
+	pthread_mutex_lock(&qr->lock);
+	stopping = qr->stopping;
+	pthread_mutex_unlock(&qr->lock);
+	dest->state = QUEUE_DEST_LOOKUP;
+	if (stopping)
+		return;
+	if (status == DNS_OK) {
+		dest->targets = xrealloc(dest->targets, n * sizeof(*targets));
+		memcpy(dest->targets, targets, n * sizeof(*targets));
+		dest->ntargets = n;
+		dest->next_target = 0;
+		dest->state = QUEUE_DEST_READY;
+		queue_dispatch(qr, dest);
+		return;
+	}
+	/* RFC 7505 3: a null MX fails at once (556 5.1.10); so does a domain that does not
+	 * exist; anything else is temporary. */
+	if (status == DNS_NULL_MX)
+		code = 556;
+	else if (status == DNS_NOTFOUND)
+		code = 550;
+	(void)snprintf(reason, sizeof(reason), "%s%s", code == 556 ? "556 5.1.10 " :
+	               code == 550 ? "550 5.1.2 " : "", error);
+	while (dest->head != NULL) {
+		struct queue_msg *msg = dest->head;
+
+		dest->head = msg->next;
+		dest->npending--;
+		queue_fail_msg(qr, msg, code, reason);
+	}
+	dest->tail = NULL;
+	queue_dest_maybe_free(qr, dest);
+}
+
+static const struct queue_route *
+queue_route_for(const struct queue_runner *qr, const char *domain)
+{
+	for (size_t i = 0; i < qr->nroutes; i++) {
+		if (strcasecmp(qr->routes[i].domain, domain) == 0)
+			return &qr->routes[i];
+	}
+	return qr->have_relay ? &qr->relay : NULL;
+}
+
+/* The destination of a route, or of a domain's MX hosts (looked up when first dispatched). */
+static struct queue_dest *
+queue_dest_get(struct queue_runner *qr, const struct queue_route *route, const char *domain)
+{
+	struct queue_dest *dest;
+	char key[300];
+
+	if (route != NULL)
+		(void)snprintf(key, sizeof(key), "%s", route->name);
+	else
+		(void)snprintf(key, sizeof(key), "mx:%s", domain);
+	str_lower(key);
+	dest = hmap_get(qr->dests, key, strlen(key));
+	if (dest != NULL)
+		return dest;
+	dest = xcalloc(1, sizeof(*dest));
+	dest->qr = qr;
+	dest->key = xstrdup(key);
+	if (route != NULL) {
+		dest->targets = xcalloc(1, sizeof(*dest->targets));
+		memcpy(&dest->targets[0].addr, &route->addr, sizeof(route->addr));
+		dest->targets[0].addrlen = (socklen_t)route->addrlen;
+		(void)!str_copy(dest->targets[0].host, sizeof(dest->targets[0].host), route->name);
+		dest->ntargets = 1;
+		dest->state = QUEUE_DEST_READY;
+		dest->relay = route == &qr->relay;
+	} else {
+		dest->domain = xstrdup(domain);
+		str_lower(dest->domain);
+		dest->state = QUEUE_DEST_LOOKUP;
+	}
+	(void)hmap_put(qr->dests, dest->key, strlen(dest->key), dest);
+	return dest;
+}
+
+/* ---- Reading due recipients ------------------------------------------------------------- */
+
+struct queue_read {
+	struct queue_runner *qr;
+	struct hmap *msgs; /* "queue_id/dest" -> struct queue_msg, this read's */
+	struct queue_msg **order;
+	size_t norder;
+	unsigned int found;
+};
+
+static char *
+queue_dup_or_null(const char *s)
+{
+	return s[0] != '\0' ? xstrdup(s) : NULL;
+}
+
+static int
+queue_due_cb(const struct store_queue_rcpt *r, void *ctx)
+{
+	struct queue_read *rd = ctx;
+	struct queue_runner *qr = rd->qr;
+	const struct queue_route *route = queue_route_for(qr, r->domain);
+	char key[400];
+	struct queue_msg *msg;
+	size_t i;
+
+	rd->found++;
+	(void)hmap_put(qr->inflight, &r->id, sizeof(r->id), (void *)1);
+	/* Recipients of one message to one destination travel in one transaction. */
+	if (route != NULL)
+		(void)snprintf(key, sizeof(key), "%lld/%s", (long long)r->queue_id, route->name);
+	else
+		(void)snprintf(key, sizeof(key), "%lld/mx:%s", (long long)r->queue_id, r->domain);
+	msg = hmap_get(rd->msgs, key, strlen(key));
+	if (msg == NULL) {
+		msg = xcalloc(1, sizeof(*msg));
+		msg->queue_id = r->queue_id;
+		(void)!str_copy(msg->blob_id, sizeof(msg->blob_id), r->blob_id);
+		msg->sender = xstrdup(r->sender);
+		msg->envid = queue_dup_or_null(r->envid);
+		msg->ret = queue_dup_or_null(r->ret);
+		msg->path = store_blob_path(qr->store, r->blob_id);
+		msg->size = r->size;
+		msg->created = r->created;
+		msg->dest = queue_dest_get(qr, route, r->domain);
+		(void)hmap_put(rd->msgs, key, strlen(key), msg);
+		rd->order = xrealloc(rd->order, (rd->norder + 1) * sizeof(*rd->order));
+		rd->order[rd->norder++] = msg;
+	}
+	i = msg->nrcpts++;
+	msg->rcpt_ids = xrealloc(msg->rcpt_ids, msg->nrcpts * sizeof(*msg->rcpt_ids));
+	msg->attempts = xrealloc(msg->attempts, msg->nrcpts * sizeof(*msg->attempts));
+	msg->delay_notified = xrealloc(msg->delay_notified,
+	                               msg->nrcpts * sizeof(*msg->delay_notified));
+	msg->crcpts = xrealloc(msg->crcpts, msg->nrcpts * sizeof(*msg->crcpts));
+	msg->strs = xrealloc(msg->strs, 3 * msg->nrcpts * sizeof(*msg->strs));
+	msg->rcpt_ids[i] = r->id;
+	msg->attempts[i] = r->attempts;
+	msg->delay_notified[i] = r->delay_notified;
+	memset(&msg->crcpts[i], 0, sizeof(msg->crcpts[i]));
+	msg->strs[3 * i] = xstrdup(r->rcpt);
+	msg->strs[3 * i + 1] = queue_dup_or_null(r->notify);
+	msg->strs[3 * i + 2] = queue_dup_or_null(r->orcpt);
+	msg->crcpts[i].address = msg->strs[3 * i];
+	msg->crcpts[i].notify = msg->strs[3 * i + 1];
+	msg->crcpts[i].orcpt = msg->strs[3 * i + 2];
+	return 0;
+}
+
+static bool
+queue_collect_id(const void *key, size_t keylen, void *value, void *ctx)
+{
+	int64_t **p = ctx;
+
+	(void)keylen;
+	(void)value;
+	memcpy(*p, key, sizeof(int64_t));
+	(*p)++;
+	return false;
+}
+
+static int
+queue_cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static bool
+queue_drop_entry(const void *key, size_t keylen, void *value, void *ctx)
+{
+	(void)key;
+	(void)keylen;
+	(void)value;
+	(void)ctx;
+	return true;
+}
+
+static void
+queue_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue_runner *qr = arg;
+	size_t ninflight = hmap_count(qr->inflight);
+	struct queue_read rd;
+	int64_t *skip, *w;
+	unsigned int limit;
+	int ret;
+
+	(void)fd;
+	(void)what;
+	if (ninflight >= qr->opts.max_in_flight)
+		return;
+	limit = (unsigned int)MIN(qr->opts.batch, qr->opts.max_in_flight - ninflight);
+	skip = xcalloc(ninflight > 0 ? ninflight : 1, sizeof(*skip));
+	w = skip;
+	hmap_foreach(qr->inflight, queue_collect_id, &w);
+	qsort(skip, ninflight, sizeof(*skip), queue_cmp_id);
+	memset(&rd, 0, sizeof(rd));
+	rd.qr = qr;
+	rd.msgs = hmap_new();
+	/* A read on the pool: this thread is not an I/O thread, and the query is one index range
+	 * per priority class, so it holds the loop for well under a millisecond. */
+	ret = store_queue_due(qr->store, queue_now(), limit, skip, ninflight, queue_due_cb, &rd);
+	free(skip);
+	if (ret < 0)
+		log_warn("event=queue_read result=failed error=\"%s\"", store_err_str(ret));
+	for (size_t i = 0; i < rd.norder; i++) {
+		struct queue_msg *msg = rd.order[i];
+
+		msg->cmsg.sender = msg->sender;
+		msg->cmsg.path = msg->path;
+		msg->cmsg.envid = msg->envid;
+		msg->cmsg.ret = msg->ret;
+		msg->cmsg.size = msg->size;
+		msg->cmsg.rcpts = msg->crcpts;
+		msg->cmsg.nrcpts = msg->nrcpts;
+		msg->cmsg.ctx = msg;
+		if (msg->dest->tail != NULL)
+			msg->dest->tail->next = msg;
+		else
+			msg->dest->head = msg;
+		msg->dest->tail = msg;
+		msg->dest->npending++;
+	}
+	hmap_foreach(rd.msgs, queue_drop_entry, NULL);
+	hmap_free(&rd.msgs);
+	/* Messages are queued on their destinations before any connection starts, so that one
+	 * connection carries all of a destination's messages of this read. */
+	{
+		struct queue_dest **dests = xcalloc(rd.norder + 1, sizeof(*dests));
+		size_t n = 0;
+
+		for (size_t i = 0; i < rd.norder; i++) {
+			if (rd.order[i] != NULL)
+				dests[n++] = rd.order[i]->dest;
+		}
+		for (size_t i = 0; i < n; i++)
+			queue_dispatch(qr, dests[i]);
+		free(dests);
+	}
+	free(rd.order);
+	/* A full read: more may be due right now. */
+	if (ret >= 0 && rd.found == limit && limit > 0)
+		event_active(qr->tick, EV_TIMEOUT, 0);
+}
+
+/* Outcomes committed: their recipients leave the in-flight set. */
+static void
+queue_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue_runner *qr = arg;
+	struct queue_outcome *list;
+	bool freed = false;
+
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&qr->lock);
+	list = qr->inbox;
+	qr->inbox = NULL;
+	pthread_mutex_unlock(&qr->lock);
+	while (list != NULL) {
+		struct queue_outcome *o = list;
+
+		list = o->next;
+		for (size_t i = 0; i < o->n; i++)
+			(void)hmap_remove(qr->inflight, &o->items[i].id, sizeof(o->items[i].id));
+		queue_outcome_free(o);
+		freed = true;
+	}
+	if (freed && hmap_count(qr->inflight) + qr->opts.batch / 2 < qr->opts.max_in_flight)
+		event_active(qr->tick, EV_TIMEOUT, 0);
+}
+
+/* An event rather than a direct loopbreak: it also works before the loop has started. */
+static void
+queue_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue_runner *qr = arg;
+
+	(void)fd;
+	(void)what;
+	(void)event_base_loopbreak(qr->base);
+}
+
+static void *
+queue_thread(void *arg)
+{
+	struct queue_runner *qr = arg;
+
+	(void)event_base_loop(qr->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+/* ---- Set-up ----------------------------------------------------------------------------- */
+
+static int
+queue_parse_addr(const char *text, struct queue_route *r)
+{
+	int len = (int)sizeof(r->addr);
+
+	memset(&r->addr, 0, sizeof(r->addr));
+	if (evutil_parse_sockaddr_port(text, (struct sockaddr *)&r->addr, &len) < 0)
+		return -1;
+	if (((struct sockaddr *)&r->addr)->sa_family == AF_INET &&
+	    ((struct sockaddr_in *)&r->addr)->sin_port == 0)
+		return -1;
+	if (((struct sockaddr *)&r->addr)->sa_family == AF_INET6 &&
+	    ((struct sockaddr_in6 *)&r->addr)->sin6_port == 0)
+		return -1;
+	r->addrlen = len;
+	r->name = xstrdup(text);
+	return 0;
+}
+
+static int
+queue_parse_routes(struct queue_runner *qr, const char *text)
+{
+	char *copy = xstrdup(text), *p = copy;
+
+	for (;;) {
+		char *word, *eq;
+		struct queue_route r;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			break;
+		word = p;
+		p += strcspn(p, " \t");
+		if (*p != '\0')
+			*p++ = '\0';
+		eq = strchr(word, '=');
+		if (eq == NULL || eq == word) {
+			free(copy);
+			return -1;
+		}
+		*eq = '\0';
+		memset(&r, 0, sizeof(r));
+		if (queue_parse_addr(eq + 1, &r) < 0) {
+			free(copy);
+			return -1;
+		}
+		r.domain = xstrdup(word);
+		qr->routes = xrealloc(qr->routes, (qr->nroutes + 1) * sizeof(*qr->routes));
+		qr->routes[qr->nroutes++] = r;
+	}
+	free(copy);
+	return 0;
+}
+
+static void
+queue_free_config(struct queue_runner *qr)
+{
+	for (size_t i = 0; i < qr->nroutes; i++) {
+		free(qr->routes[i].domain);
+		free(qr->routes[i].name);
+	}
+	free(qr->routes);
+	free(qr->relay.name);
+	free(qr->schedule);
+	free(qr->hostname);
+	free(qr->relay_user);
+	if (qr->relay_password != NULL) {
+		explicit_bzero(qr->relay_password, strlen(qr->relay_password));
+		free(qr->relay_password);
+	}
+	if (qr->tls != NULL)
+		SSL_CTX_free(qr->tls);
+}
+
+int
+queue_runner_new(struct store *store, const struct queue_options *opts,
+                 struct queue_runner **runner_r, const char **error_r)
+{
+	struct queue_runner *qr = xcalloc(1, sizeof(*qr));
+	struct timeval tv = {(time_t)(opts->interval / 1000),
+	                     (suseconds_t)(opts->interval % 1000) * 1000};
+
+	qr->store = store;
+	qr->opts = *opts;
+	qr->hostname = xstrdup(opts->hostname);
+	if (opts->relay_user != NULL && opts->relay_user[0] != '\0') {
+		qr->relay_user = xstrdup(opts->relay_user);
+		qr->relay_password = xstrdup(opts->relay_password != NULL ? opts->relay_password :
+		                                                             "");
+	}
+	pthread_mutex_init(&qr->lock, NULL);
+	if (queue_parse_schedule(opts->retry_schedule, &qr->schedule, &qr->nschedule) < 0) {
+		*error_r = "queue.retry_schedule: expected durations like \"5m 10m 1h\"";
+		goto fail;
+	}
+	if (queue_parse_routes(qr, opts->routes) < 0) {
+		*error_r = "queue.routes: expected \"domain=host:port ...\" with numeric addresses";
+		goto fail;
+	}
+	if (opts->relay_host[0] != '\0') {
+		if (queue_parse_addr(opts->relay_host, &qr->relay) < 0) {
+			*error_r = "queue.relay_host: expected a numeric host:port";
+			goto fail;
+		}
+		qr->have_relay = true;
+	}
+	if (opts->starttls) {
+		qr->tls = smtp_client_tls_ctx();
+		if (qr->tls == NULL) {
+			*error_r = "cannot create the TLS client context";
+			goto fail;
+		}
+	}
+	qr->inflight = hmap_new();
+	qr->dests = hmap_new();
+	qr->base = event_base_new();
+	if (qr->base == NULL) {
+		*error_r = "cannot create an event base";
+		goto fail;
+	}
+	if (dns_resolver_new(qr->base, opts->resolvers, opts->dns_timeout, &qr->dns, error_r) < 0)
+		goto fail;
+	qr->tick = event_new(qr->base, -1, EV_PERSIST, queue_tick_cb, qr);
+	qr->wake = event_new(qr->base, -1, 0, queue_wake_cb, qr);
+	qr->stop = event_new(qr->base, -1, 0, queue_stop_cb, qr);
+	if (qr->tick == NULL || qr->wake == NULL || qr->stop == NULL ||
+	    event_add(qr->tick, &tv) < 0) {
+		*error_r = "cannot create the queue timers";
+		goto fail;
+	}
+	/* The first look right away: mail queued before a restart goes out at once. */
+	event_active(qr->tick, EV_TIMEOUT, 0);
+	if (pthread_create(&qr->thread, NULL, queue_thread, qr) != 0) {
+		*error_r = "cannot start the queue thread";
+		goto fail;
+	}
+	qr->have_thread = true;
+	pthread_setname_np(qr->thread, "queue");
+	log_info("event=queue_start routes=%zu relay=%s schedule_steps=%zu", qr->nroutes,
+	         qr->have_relay ? qr->relay.name : "none", qr->nschedule);
+	*runner_r = qr;
+	return 0;
+fail:
+	queue_runner_stop(qr);
+	queue_runner_free(&qr);
+	return -1;
+}
+
+static bool
+queue_free_dest(const void *key, size_t keylen, void *value, void *ctx)
+{
+	struct queue_dest *dest = value;
+
+	(void)key;
+	(void)keylen;
+	(void)ctx;
+	while (dest->head != NULL) {
+		struct queue_msg *msg = dest->head;
+
+		dest->head = msg->next;
+		queue_msg_free(msg);
+	}
+	free(dest->key);
+	free(dest->domain);
+	free(dest->targets);
+	free(dest);
+	return true;
+}
+
+void
+queue_runner_stop(struct queue_runner *qr)
+{
+	pthread_mutex_lock(&qr->lock);
+	qr->stopping = true;
+	pthread_mutex_unlock(&qr->lock);
+	if (qr->have_thread) {
+		event_active(qr->stop, EV_TIMEOUT, 0);
+		pthread_join(qr->thread, NULL);
+		qr->have_thread = false;
+	}
+	if (qr->base == NULL)
+		return;
+	/* The thread is gone: its structures are ours now. Connections are dropped; their
+	 * callbacks see `stopping` and record nothing. The frees run as events. */
+	dns_resolver_free(&qr->dns); /* lookups in progress end now and record nothing */
+	while (qr->sessions != NULL)
+		smtp_client_abort(qr->sessions->client, "shutting down");
+	(void)event_base_loop(qr->base, EVLOOP_NONBLOCK);
+	if (qr->dests != NULL)
+		hmap_foreach(qr->dests, queue_free_dest, NULL);
+}
+
+void
+queue_runner_free(struct queue_runner **runner)
+{
+	struct queue_runner *qr = *runner;
+
+	if (qr == NULL)
+		return;
+	*runner = NULL;
+	while (qr->inbox != NULL) {
+		struct queue_outcome *o = qr->inbox;
+
+		qr->inbox = o->next;
+		queue_outcome_free(o);
+	}
+	if (qr->tick != NULL)
+		event_free(qr->tick);
+	if (qr->wake != NULL)
+		event_free(qr->wake);
+	if (qr->stop != NULL)
+		event_free(qr->stop);
+	if (qr->base != NULL)
+		event_base_free(qr->base);
+	if (qr->dests != NULL)
+		hmap_free(&qr->dests);
+	if (qr->inflight != NULL) {
+		hmap_foreach(qr->inflight, queue_drop_entry, NULL);
+		hmap_free(&qr->inflight);
+	}
+	queue_free_config(qr);
+	pthread_mutex_destroy(&qr->lock);
+	free(qr);
+}
