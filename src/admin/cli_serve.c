@@ -366,11 +366,12 @@ out:
 		event_free(sv.guard_timer);
 	/* The I/O loops have ended. Work still queued elsewhere completes first and posts its
 	 * results to the threads' inboxes; net_server_free then runs those, and they find their
-	 * connections closed. So the order is: lookups, auth, queue runner, store, network. The
-	 * queue runner stops before the store closes (its deliveries in progress are dropped and
-	 * stay due) and is freed after it (the store's last done callbacks land in it). */
-	tpool_free(&sv.lookups); /* also runs the guard's queued notices */
+	 * connections closed. So the order is: auth (its last failures may queue a guard notice
+	 * on the lookup pool), lookups, queue runner, store, network. The queue runner stops
+	 * before the store closes (its deliveries in progress are dropped and stay due) and is
+	 * freed after it (the store's last done callbacks land in it). */
 	auth_free(&sv.auth);
+	tpool_free(&sv.lookups); /* also runs the guard's queued notices */
 	if (sv.queue != NULL)
 		queue_runner_stop(sv.queue);
 	if (sv.store != NULL)

@@ -391,7 +391,7 @@ notice_task(void *arg)
 static int
 load_ban(const struct store_ban *b, void *ctx)
 {
-	struct guard *g = ctx;
+	struct hmap *bans = ctx;
 	enum guard_service svc;
 	struct ban_rec *r;
 	char key[512];
@@ -400,10 +400,10 @@ load_ban(const struct store_ban *b, void *ctx)
 	if (guard_service_parse(b->service, &svc) < 0)
 		return 0;
 	klen = make_key(key, sizeof(key), svc, b->ip, NULL);
-	r = hmap_get(g->bans, key, klen);
+	r = hmap_get(bans, key, klen);
 	if (r == NULL) {
 		r = xcalloc(1, sizeof(*r));
-		hmap_put(g->bans, key, klen, r);
+		hmap_put(bans, key, klen, r);
 	}
 	r->until = b->until;
 	r->last_ban = b->created;
@@ -419,12 +419,18 @@ free_value(const void *key, size_t keylen, void *value, void *ctx)
 	return true;
 }
 
-/* Replaces the bans with the store's. Caller holds the lock. */
-static int
-reload_bans(struct guard *g)
+/* The bans in the store, as a new map (NULL on error). A store read: never under g->lock, which
+ * the I/O threads take at every connect. */
+static struct hmap *
+read_bans(struct guard *g)
 {
-	hmap_foreach(g->bans, free_value, NULL);
-	return store_ban_list(g->store, load_ban, g);
+	struct hmap *bans = hmap_new();
+
+	if (store_ban_list(g->store, load_ban, bans) < 0) {
+		hmap_foreach(bans, free_value, NULL);
+		hmap_free(&bans);
+	}
+	return bans;
 }
 
 int
@@ -461,9 +467,18 @@ guard_new(struct store *store, struct tpool *pool, const struct guard_options *o
 		*error_r = "cannot read the server secret from the store";
 		goto fail;
 	}
-	if (store_meta_get_int(store, "guard_generation", &gen) < 0 || reload_bans(g) < 0) {
+	if (store_meta_get_int(store, "guard_generation", &gen) < 0) {
 		*error_r = "cannot read the bans from the store";
 		goto fail;
+	}
+	{
+		struct hmap *bans = read_bans(g);
+		if (bans == NULL) {
+			*error_r = "cannot read the bans from the store";
+			goto fail;
+		}
+		hmap_free(&g->bans);
+		g->bans = bans;
 	}
 	g->generation = gen;
 	*guard_r = g;
@@ -514,28 +529,29 @@ log_lifted(const void *key, size_t keylen, void *value, void *ctx)
 void
 guard_refresh(struct guard *g)
 {
-	int64_t gen = 0;
+	struct hmap *fresh, *old;
+	int64_t gen = 0, known;
 
 	if (store_meta_get_int(g->store, "guard_generation", &gen) < 0)
 		return;
 	pthread_mutex_lock(&g->lock);
-	if (gen != g->generation) {
-		struct hmap *old = g->bans;
-		g->bans = hmap_new();
-		if (reload_bans(g) >= 0) {
-			g->generation = gen;
-			/* Bans that were active and are gone were lifted by an operator. */
-			hmap_foreach(old, log_lifted, g);
-			log_info("event=bans-reloaded bans=%zu", hmap_count(g->bans));
-			hmap_foreach(old, free_value, NULL);
-			hmap_free(&old);
-		} else {
-			hmap_foreach(g->bans, free_value, NULL);
-			hmap_free(&g->bans);
-			g->bans = old;
-		}
-	}
+	known = g->generation;
 	pthread_mutex_unlock(&g->lock);
+	if (gen == known)
+		return;
+	fresh = read_bans(g);
+	if (fresh == NULL)
+		return;
+	pthread_mutex_lock(&g->lock);
+	old = g->bans;
+	g->bans = fresh;
+	g->generation = gen;
+	/* Bans that were active and are gone were lifted by an operator. */
+	hmap_foreach(old, log_lifted, g);
+	log_info("event=bans-reloaded bans=%zu", hmap_count(g->bans));
+	pthread_mutex_unlock(&g->lock);
+	hmap_foreach(old, free_value, NULL);
+	hmap_free(&old);
 }
 
 /* ---- checks ----------------------------------------------------------------------------------- */
@@ -798,7 +814,7 @@ guard_auth_failed(struct guard *g, enum guard_service svc, const char *rip, cons
 	if (!repeat)
 		acc->failures++;
 	if (acc->failures > g->opts.account_threshold) {
-		uint64_t extra = (acc->failures - g->opts.account_threshold) * 500;
+		uint64_t extra = ((uint64_t)acc->failures - g->opts.account_threshold) * 500;
 		delay = MAX(delay, MIN(g->opts.failure_delay + extra, g->opts.account_max_delay));
 		if (!acc->alerted) {
 			acc->alerted = true;

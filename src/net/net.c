@@ -377,17 +377,24 @@ net_conn_resume(struct net_conn *c)
 
 static void conn_schedule_teardown(struct net_conn *c, const char *reason);
 
+static size_t conn_pending_output(struct net_conn *c);
+
 static void
 check_output_cap(struct net_conn *c)
 {
-	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+	/* Under a STARTTLS filter the data waits in the socket's buffer: count both. */
+	size_t out = conn_pending_output(c);
 
 	if (out > c->thread->server->max_output && !c->closing) {
 		log_info("sid=%s event=disconnect service=%s rip=%s reason=output-overflow bytes=%zu",
 		         c->sid, service_names[c->service], c->rip, out);
 		c->logged = true;
 		/* A client that does not read its replies is dropped at once, not flushed. */
-		evbuffer_drain(bufferevent_get_output(c->bev), out);
+		evbuffer_drain(bufferevent_get_output(c->bev),
+		               evbuffer_get_length(bufferevent_get_output(c->bev)));
+		if (c->raw != NULL)
+			evbuffer_drain(bufferevent_get_output(c->raw),
+			               evbuffer_get_length(bufferevent_get_output(c->raw)));
 		conn_schedule_teardown(c, NULL);
 	}
 }

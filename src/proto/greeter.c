@@ -107,9 +107,8 @@ smtp_line(struct greeter *g, struct net_conn *conn, char *line)
 		net_conn_close(conn);
 	} else if (strcasecmp(line, "STARTTLS") == 0 && !net_conn_is_tls(conn)) {
 		net_conn_printf(conn, "220 2.0.0 Ready to start TLS\r\n");
-		if (net_conn_starttls(conn) < 0) {
-			net_conn_printf(conn, "454 4.7.0 TLS not available\r\n");
-		}
+		if (net_conn_starttls(conn) < 0)
+			net_conn_close(conn);
 	} else {
 		g->bad++;
 		net_conn_printf(conn, "451 4.3.2 Mail service not available yet, try again later\r\n");

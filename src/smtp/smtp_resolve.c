@@ -152,8 +152,12 @@ alias_target(const char *source, const char *target, void *ctx)
 	}
 	if (!local)
 		add_remote(r, target);
-	else if (w->depth + 1 <= SMTP_RESOLVE_MAX_DEPTH)
-		(void)expand(r, target, w->depth + 1);
+	else if (w->depth + 1 <= SMTP_RESOLVE_MAX_DEPTH && expand(r, target, w->depth + 1) < 0) {
+		/* One target unreadable: the whole recipient is a temporary failure, never a
+		 * delivery to only some of its targets. */
+		r->tempfail = true;
+		return 1;
+	}
 	return 0;
 }
 

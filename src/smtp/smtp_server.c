@@ -247,13 +247,17 @@ cmd_starttls(struct smtp_session *s)
 	}
 	reply(s, "220 2.0.0 Ready to start TLS");
 	if (net_conn_starttls(s->conn) < 0) {
-		reply(s, "454 4.7.0 TLS not available due to temporary reason");
+		/* The client now speaks TLS: anything more in clear would be read as commands. */
+		net_conn_close_because(s->conn, "tls-unavailable");
 		return;
 	}
-	/* RFC 3207 4.2: everything learnt before TLS is forgotten. */
+	/* RFC 3207 4.2: everything learnt before TLS is forgotten, authentication included. */
 	transaction_reset(s);
 	s->state = SMTP_S_INIT;
 	s->helo[0] = '\0';
+	s->authenticated = false;
+	s->account_id = 0;
+	s->user[0] = '\0';
 }
 
 struct auth_op {
@@ -293,7 +297,11 @@ auth_finish(void *arg)
 		reply(s, "535 5.7.8 Authentication credentials invalid");
 		log_info("sid=%s event=auth-failed service=%s rip=%s user=%s reason=credentials",
 		         net_conn_sid(conn), service_label(s), net_conn_rip(conn), user);
-		s->bad++;
+		if (too_many_errors(s)) {
+			free(op);
+			smtp_unbusy(s);
+			return;
+		}
 		break;
 	case AUTH_TEMPFAIL:
 		reply(s, "454 4.7.0 Temporary authentication failure");
@@ -532,6 +540,9 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
 		return;
 	}
 	s->smtputf8 = s->body_8bit = false;
+	free(s->ret);
+	free(s->envid);
+	s->ret = s->envid = NULL;
 	for (size_t i = 0; i < cmd->nparams; i++) {
 		const struct smtp_param *p = &cmd->params[i];
 		char num[24];
@@ -623,6 +634,10 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
 
 	if (s->state != SMTP_S_MAIL) {
 		reply_error(s, "503 5.5.1 Need MAIL before RCPT");
+		return;
+	}
+	if (s->blob != NULL) {
+		reply_error(s, "503 5.5.1 RCPT not allowed after BDAT"); /* RFC 3030 2 */
 		return;
 	}
 	if (s->nrcpts >= limits.max_rcpts) {
@@ -839,6 +854,13 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmd *cmd)
 	else if (s->blob == NULL && !begin_message(s))
 		s->bdat_reply = "451 4.3.0 Temporary failure storing the message";
 	s->bdat_discard = s->bdat_reply != NULL;
+	if (s->bdat_discard && cmd->chunk_size > limits.max_size) {
+		/* Reading a refused chunk larger than any message we take is not worth it. */
+		reply(s, s->bdat_reply);
+		reply(s, "421 4.7.0 Refused chunk too large, closing connection");
+		net_conn_close_because(s->conn, "bdat-refused");
+		return;
+	}
 	s->bdat_prev_state = s->state;
 	s->state = SMTP_S_BDAT;
 }
@@ -1184,6 +1206,13 @@ smtp_input(void *session, struct net_conn *conn)
 
 	while (!s->busy && !net_conn_is_closing(conn)) {
 		size_t max = s->state == SMTP_S_AUTH ? AUTH_MAX_SASL_RESPONSE + 2 : SMTP_MAX_LINE;
+
+		if (s->shutdown_pending && s->state != SMTP_S_DATA && s->state != SMTP_S_BDAT) {
+			/* The transaction we waited for is over (accepted or refused). */
+			reply(s, "421 4.3.2 Service shutting down");
+			net_conn_close_because(conn, "shutdown");
+			return;
+		}
 		const uint8_t *p;
 		ssize_t lf;
 		size_t len;

@@ -486,3 +486,39 @@ def test_password_change_applies_at_once_despite_the_login_cache(mx):
     mx.cli("user", "passwd", "alice@example.test", "--password-stdin", input="brand new\n")
     assert login(PW) == 535
     assert login("brand new") == 235
+
+
+def test_no_recipients_after_bdat_and_no_huge_refused_chunk(mx):
+    r = Raw(mx.ports["smtp"])
+    r.cmd("EHLO raw")
+    r.cmd("MAIL FROM:<a@example.org>")
+    r.cmd("RCPT TO:<alice@example.test>")
+    r.send(b"BDAT 5\r\nhello")
+    assert r.reply()[0] == "250"
+    assert r.cmd("RCPT TO:<bob@example.test>")[0] == "503"     # RFC 3030: not mid-message
+    r.send(b"BDAT 0 LAST\r\n")
+    assert r.reply()[0] == "250"
+    r.close()
+    r = Raw(mx.ports["smtp"])
+    r.cmd("EHLO raw")
+    r.send(b"BDAT 99999999999 LAST\r\n")                       # refused and too big to skip
+    assert r.reply()[0] == "503"
+    assert r.reply()[0] == "421"
+    r.close()
+
+
+def test_auth_failures_count_toward_the_error_limit(make_server):
+    srv = make_server({"auth.failure_delay": "1ms", "smtp.max_bad_commands": "3",
+                       "guard.max_failures": "100"}, start=False)
+    srv.cli("user", "add", "alice@example.test", "--password-stdin", input=PW + "\n")
+    srv.start()
+    r = Raw(srv.ports["submission"])
+    r.cmd("EHLO raw")
+    codes = []
+    try:
+        for i in range(5):
+            codes.append(r.cmd("AUTH PLAIN " + base64.b64encode(
+                f"\0alice@example.test\0wrong{i}".encode()).decode())[0])
+    except (EOFError, ConnectionError):
+        pass
+    assert codes[:2] == ["535", "535"] and codes[-1] == "421", codes
