@@ -27,6 +27,10 @@ ATTR_FORMAT(1, 2) void cli_error(const char *fmt, ...);
 struct cfg *cli_load_config(const struct cli *cli);
 /* Opens the store for a command (no background threads). NULL after printing the error. */
 struct store *cli_open_store(const struct cfg *cfg);
+/* Writes s to stdout as a JSON string (quotes, backslashes and controls escaped). */
+void cli_json_string(const char *s);
+/* Formats seconds since the epoch as "2026-11-23T13:42:00Z". */
+void cli_format_time(int64_t t, char *out, size_t outsize);
 /* True when argv holds -h or --help. */
 bool cli_wants_help(int argc, char **argv);
 

@@ -28,32 +28,6 @@ struct list_ctx {
 	int64_t now;
 };
 
-static void
-json_str(const char *s)
-{
-	putchar('"');
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
-static void
-format_time(int64_t t, char *out, size_t outsize)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	gmtime_r(&tt, &tm);
-	strftime(out, outsize, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static int
 print_ban(const struct store_ban *b, void *ctx)
 {
@@ -62,13 +36,13 @@ print_ban(const struct store_ban *b, void *ctx)
 
 	if (b->until <= c->now || (c->service != NULL && strcmp(c->service, b->service) != 0))
 		return 0;
-	format_time(b->until, until, sizeof(until));
+	cli_format_time(b->until, until, sizeof(until));
 	if (c->json) {
 		printf("%s{\"ip\":", c->first ? "" : ",");
-		json_str(b->ip);
+		cli_json_string(b->ip);
 		printf(",\"service\":\"%s\",\"until\":\"%s\",\"failures\":%u,\"strikes\":%u,\"reason\":",
 		       b->service, until, b->failures, b->strikes);
-		json_str(b->reason);
+		cli_json_string(b->reason);
 		putchar('}');
 	} else {
 		printf("%-40s %-5s until %s  failures=%u strikes=%u reason=%s\n", b->ip, b->service,
@@ -86,13 +60,13 @@ print_stale(const struct store_stale *s, void *ctx)
 
 	if (c->service != NULL && strcmp(c->service, s->service) != 0)
 		return 0;
-	format_time(s->since, since, sizeof(since));
-	format_time(s->last, last, sizeof(last));
+	cli_format_time(s->since, since, sizeof(since));
+	cli_format_time(s->last, last, sizeof(last));
 	if (c->json) {
 		printf("%s{\"user\":", c->first ? "" : ",");
-		json_str(s->user);
+		cli_json_string(s->user);
 		printf(",\"ip\":");
-		json_str(s->ip);
+		cli_json_string(s->ip);
 		printf(",\"service\":\"%s\",\"attempts\":%u,\"since\":\"%s\",\"last\":\"%s\"}",
 		       s->service, s->attempts, since, last);
 	} else {
@@ -205,7 +179,7 @@ cli_ban(struct cli *cli, int argc, char **argv)
 				ret = 1;
 			} else if (add) {
 				char until[32];
-				format_time(ch.ban.until, until, sizeof(until));
+				cli_format_time(ch.ban.until, until, sizeof(until));
 				printf("banned %s on %s until %s\n", ch.ban.ip, service, until);
 			} else {
 				printf("unbanned %s on %s\n", ch.ban.ip, service ? service : "all services");

@@ -30,34 +30,6 @@ struct qlist {
 	unsigned int rows;
 };
 
-static void
-qjson_str(const char *s)
-{
-	putchar('"');
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
-static void
-qtime(int64_t t, char *out, size_t outsize)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	gmtime_r(&tt, &tm);
-	if (strftime(out, outsize, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		out[0] = '\0';
-}
-
 static int
 print_rcpt(const struct store_queue_rcpt *r, void *ctx)
 {
@@ -68,18 +40,18 @@ print_rcpt(const struct store_queue_rcpt *r, void *ctx)
 
 	if (l->only != 0 && r->queue_id != l->only)
 		return 1; /* past the entry: stop */
-	qtime(r->created, created, sizeof(created));
-	qtime(r->next_attempt, next, sizeof(next));
+	cli_format_time(r->created, created, sizeof(created));
+	cli_format_time(r->next_attempt, next, sizeof(next));
 	if (l->json) {
 		printf("%s{\"id\":%lld,\"rcpt_id\":%lld,\"sender\":", l->first ? "" : ",",
 		       (long long)r->queue_id, (long long)r->id);
-		qjson_str(r->sender);
+		cli_json_string(r->sender);
 		printf(",\"recipient\":");
-		qjson_str(r->rcpt);
+		cli_json_string(r->rcpt);
 		printf(",\"state\":\"%s\",\"priority\":%d,\"size\":%llu,\"attempts\":%u,"
 		       "\"created\":\"%s\",\"next_attempt\":\"%s\",\"last_error\":",
 		       state, r->priority, (unsigned long long)r->size, r->attempts, created, next);
-		qjson_str(r->last_error);
+		cli_json_string(r->last_error);
 		putchar('}');
 	} else {
 		printf("%-8lld %-8s %8llu %s <%s> -> <%s> attempts=%u next=%s%s%s\n",
