@@ -91,6 +91,17 @@ on_guard_timer(evutil_socket_t fd, short what, void *arg)
 		tpool_submit(sv->lookups, guard_refresh_task, sv);
 }
 
+/* New mail for remote recipients: deliver now. sv.queue is set before the I/O threads start
+ * and stopped after they end. */
+static void
+kick_queue(void *ctx)
+{
+	struct serve *sv = ctx;
+
+	if (sv->queue != NULL)
+		queue_runner_kick(sv->queue);
+}
+
 static void
 on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -309,7 +320,8 @@ cli_serve(struct cli *cli, int argc, char **argv)
 		event_add(sv.guard_timer, &second);
 	}
 	{
-		struct smtp_server_env senv = {sv.store, sv.auth, sv.lookups, sv.hostname, sv.guard};
+		struct smtp_server_env senv = {sv.store, sv.auth, sv.lookups, sv.hostname, sv.guard,
+		                               kick_queue, &sv};
 		smtp_server_setup(&senv, sv.cfg);
 	}
 	greeter_set_guard(sv.guard);

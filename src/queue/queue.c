@@ -865,6 +865,15 @@ queue_wake_cb(evutil_socket_t fd, short what, void *arg)
 		event_active(qr->tick, EV_TIMEOUT, 0);
 }
 
+void
+queue_runner_kick(struct queue_runner *qr)
+{
+	pthread_mutex_lock(&qr->lock);
+	if (!qr->stopping)
+		event_active(qr->tick, EV_TIMEOUT, 0);
+	pthread_mutex_unlock(&qr->lock);
+}
+
 /* An event rather than a direct loopbreak: it also works before the loop has started. */
 static void
 queue_stop_cb(evutil_socket_t fd, short what, void *arg)

@@ -48,6 +48,8 @@ struct queue_options {
  * text) on bad options. The store is borrowed and must stay open until queue_runner_stop. */
 ATTR_WUR int queue_runner_new(struct store *store, const struct queue_options *opts,
                               struct queue_runner **runner_r, const char **error_r);
+/* New mail was queued: look for due recipients now instead of at the next tick. Any thread. */
+void queue_runner_kick(struct queue_runner *runner);
 /* Stops the thread and drops the connections; recipients in delivery whose outcome was not
  * recorded stay due in the store. Call before store_close. */
 void queue_runner_stop(struct queue_runner *runner);

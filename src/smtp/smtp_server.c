@@ -965,6 +965,8 @@ commit_finish(void *arg)
 	if (op->err == STORE_OK) {
 		net_conn_printf(conn, "250 2.0.0 Ok: queued as %s.%u\r\n", net_conn_sid(conn),
 		                s->transactions);
+		if (op->nremote > 0 && env.queued != NULL)
+			env.queued(env.queued_ctx);
 		log_info("sid=%s event=accept service=%s rip=%s from=%s rcpts=%zu local=%zu remote=%zu "
 		         "size=%llu id=%s", net_conn_sid(conn), service_label(s), net_conn_rip(conn),
 		         from, s->nrcpts, op->nmailboxes, op->nremote,

@@ -18,6 +18,10 @@ struct smtp_server_env {
 	struct tpool *lookups;   /* borrowed: threads for store reads */
 	const char *hostname;    /* borrowed */
 	struct guard *guard;     /* borrowed; NULL = no bans, fixed failure delay */
+	/* Called (on an I/O thread) after a message for remote recipients was committed to the
+	 * queue, so that delivery starts at once; NULL = nobody to tell. */
+	void (*queued)(void *ctx);
+	void *queued_ctx;
 };
 
 /* Call once before the server runs; again with a new cfg on reload (limits are copied). */

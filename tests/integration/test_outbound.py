@@ -501,8 +501,11 @@ def test_relay_host_with_auth(make_server, tmpdir_world):
     password defers (never bounces), the right one relays; the password is not shown by
     `config show`."""
     from conftest import Server
+    # The relay keeps what it accepts (its own next hop refuses), so that it can be counted.
     relay = Server(os.path.join(tmpdir_world, "relay"), {"server.hostname": "relay.example.test",
-                                                         "auth.failure_delay": "100ms"},
+                                                         "auth.failure_delay": "100ms",
+                                                         "queue.routes": "remote.example=127.0.0.1:1",
+                                                         "queue.retry_schedule": "1h"},
                    domain="example.test")
     relay.cli("user", "add", "alice@example.test", "--password-stdin", input=PW + "\n")
     relay.start()
@@ -530,3 +533,14 @@ def test_relay_host_with_auth(make_server, tmpdir_world):
         assert PW not in srv.read_log()
     finally:
         assert relay.stop() == 0
+
+
+def test_new_mail_is_delivered_at_once(make_server, sink):
+    # The runner's own look comes only every minute: the SMTP server tells it about new mail.
+    srv = outbound_server(make_server, sink.port, {"queue.interval": "1m"})
+    time.sleep(0.5)
+    start = time.time()
+    submit(srv, subject="no waiting")
+    wait_for(lambda: len(sink.messages) == 1, timeout=15, what="delivery without waiting")
+    assert time.time() - start < 15
+    wait_for(lambda: queue_count(srv) == 0, what="empty queue")
