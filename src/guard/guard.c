@@ -58,6 +58,7 @@ struct ban_rec {
 	int64_t last_ban;  /* s */
 	uint32_t strikes;  /* bans within a day of each other */
 	uint32_t failures;
+	bool local;        /* issued by this process (not read from the store) */
 };
 
 struct guard {
@@ -526,6 +527,25 @@ log_lifted(const void *key, size_t keylen, void *value, void *ctx)
 	return false;
 }
 
+#define GUARD_UNSAVED_S 10 /* seconds a new ban may take to reach the store */
+
+static bool
+keep_recent(const void *key, size_t keylen, void *value, void *ctx)
+{
+	struct hmap *fresh = ctx;
+	struct ban_rec *b = value, *loaded = hmap_get(fresh, key, keylen);
+
+	if (!b->local || b->last_ban + GUARD_UNSAVED_S < (int64_t)time(NULL) || b->until == 0 ||
+	    (loaded != NULL && loaded->last_ban >= b->last_ban))
+		return false;
+	if (loaded == NULL) {
+		loaded = xmalloc(sizeof(*loaded));
+		hmap_put(fresh, key, keylen, loaded);
+	}
+	*loaded = *b;
+	return false;
+}
+
 void
 guard_refresh(struct guard *g)
 {
@@ -544,6 +564,8 @@ guard_refresh(struct guard *g)
 		return;
 	pthread_mutex_lock(&g->lock);
 	old = g->bans;
+	/* A ban issued here in the last seconds may still wait for its store job: keep it. */
+	hmap_foreach(old, keep_recent, fresh);
 	g->bans = fresh;
 	g->generation = gen;
 	/* Bans that were active and are gone were lifted by an operator. */
@@ -681,6 +703,7 @@ ban(struct guard *g, enum guard_service svc, const char *prefix, const char *key
 	else
 		b->strikes = 1;
 	ms = clamp_shift(g->opts.ban_time, b->strikes - 1, g->opts.ban_max);
+	b->local = true;
 	b->last_ban = now;
 	b->until = now + (int64_t)((ms + 999) / 1000);
 	b->failures = failures;
