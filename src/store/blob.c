@@ -290,6 +290,14 @@ store__blob_sync(struct store_blob *blob)
 {
 	int ret = STORE_OK;
 
+	if (blob->store->sync_filesystem) {
+		/* One syncfs for the whole batch follows the renames (store__syncfs). */
+		if (close(blob->fd) < 0 && errno != EINTR)
+			ret = store__errno_err(errno);
+		blob->fd = -1;
+		blob->sync_err = ret;
+		return ret;
+	}
 	/* fdatasync covers the size (needed to read the data back), which is all we need. */
 	while (store__sys(STORE__FAULT_SYNC, fdatasync(blob->fd)) < 0) {
 		int err = errno;
@@ -395,6 +403,23 @@ store__fsync_dir(const char *path, const char **error_r)
 	}
 	(void)close(fd);
 	return STORE_OK;
+}
+
+int
+store__syncfs(struct store *store, const char **error_r)
+{
+	int fd = open(store->blob_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret = STORE_OK;
+
+	if (fd < 0 || syncfs(fd) < 0) {
+		int err = errno;
+		*error_r = store__tls_error("cannot sync the filesystem of %s: %s", store->blob_dir,
+		                            strerror(err));
+		ret = err == ENOSPC || err == EDQUOT ? STORE_ERR_FULL : STORE_ERR_IO;
+	}
+	if (fd >= 0)
+		(void)close(fd);
+	return ret;
 }
 
 int

@@ -280,6 +280,7 @@ store_open(const struct store_options *opts, struct store **store_r, const char 
 		store__free(store);
 		return ret;
 	}
+	store->sync_filesystem = opts->sync_filesystem;
 	if (opts->background) {
 		if (opts->sync_threads > 0)
 			store->sync_pool = tpool_new(opts->sync_threads, "store-sync");

@@ -55,6 +55,11 @@ struct store_options {
 	const char *database; /* path of the database file (borrowed) */
 	const char *blob_dir; /* folder of message blobs (borrowed); created if missing */
 	unsigned int sync_threads;  /* parallel blob fsyncs; 0 = inline in the writer */
+	/* Instead of one fdatasync per message file and one fsync per folder, rename the batch's
+	 * files into place and make them durable with ONE syncfs(2) of the blob folder's
+	 * filesystem (then commit). Fewer flushes; meant for a filesystem of its own, since
+	 * syncfs also flushes whatever else is dirty on it. */
+	bool sync_filesystem;
 	unsigned int batch_max;     /* jobs per transaction, <= STORE_MAX_BATCH */
 	uint64_t blob_orphan_age;   /* ms: an unreferenced file older than this is garbage */
 	uint64_t blob_sweep_interval; /* ms between orphan sweeps; 0 = never */

@@ -202,6 +202,7 @@ struct store {
 	bool have_writer, have_sweeper;
 	pthread_t writer, sweeper;
 	struct tpool *sync_pool;
+	bool sync_filesystem; /* store_options.sync_filesystem */
 	struct store__stats stats;
 
 	/* Blobs alive in this process (created, not yet freed): the orphan sweep never touches
@@ -275,6 +276,8 @@ int store__blob_place(struct store_blob *blob, struct store__dirset *dirs, const
 /* fsyncs a folder (EINVAL, a file system that cannot, counts as done). */
 int store__fsync_dir(const char *path, const char **error_r);
 /* fsyncs every folder of the set; returns STORE_OK or the first error. */
+/* syncfs(2) of the blob folder's filesystem (store_options.sync_filesystem). */
+int store__syncfs(struct store *store, const char **error_r);
 int store__dirset_sync(struct store *store, struct store__dirset *dirs, const char **error_r);
 /* Unlinks the file of a blob whose job failed. */
 void store__blob_discard(struct store_blob *blob);

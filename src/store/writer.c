@@ -137,7 +137,7 @@ store__sync_blobs(struct store *store, struct store_job **jobs, size_t n)
 	}
 	if (count == 0)
 		return;
-	if (store->sync_pool == NULL || count == 1) {
+	if (store->sync_pool == NULL || count == 1 || store->sync_filesystem) {
 		for (size_t i = 0; i < n; i++) {
 			for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++)
 				(void)store__blob_sync(jobs[i]->blobs[j]);
@@ -201,7 +201,12 @@ store__place_blobs(struct store *store, struct store_job **jobs, size_t n)
 		store__dirset_deinit(&dirs);
 		return;
 	}
-	ret = store__dirset_sync(store, &dirs, &error);
+	if (store->sync_filesystem)
+		/* The files are in place but referenced by nothing until the commit: one syncfs
+		 * makes their data and their folder entries durable before it. */
+		ret = store__syncfs(store, &error);
+	else
+		ret = store__dirset_sync(store, &dirs, &error);
 	if (ret != STORE_OK) {
 		/* Which folder failed hardly matters: a folder that cannot be synced means a
 		 * failing disk. Every job that placed a file fails. */
@@ -343,6 +348,7 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 				                "writing message file %s failed", blob->id);
 		}
 	}
+	/* With sync_filesystem this only closes the files; the sync follows the renames. */
 	store__sync_blobs(store, jobs, n);
 	store__place_blobs(store, jobs, n);
 	for (size_t i = 0; i < n; i++) {

@@ -522,3 +522,16 @@ def test_auth_failures_count_toward_the_error_limit(make_server):
     except (EOFError, ConnectionError):
         pass
     assert codes[:2] == ["535", "535"] and codes[-1] == "421", codes
+
+
+def test_sync_filesystem_mode_stores_durably(make_server):
+    srv = make_server({"storage.sync_filesystem": "yes"}, start=False)
+    srv.cli("user", "add", "alice@example.test", "--password-stdin", input=PW + "\n")
+    srv.start()
+    for i in range(20):
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=15) as c:
+            assert c.sendmail("a@example.org", ["alice@example.test"], msg(f"fs {i}")) == {}
+    assert srv.stop() == 0
+    assert srv.cli("store", "check").stdout.strip().endswith("0 problems found")
+    srv.start()
+    assert len(mailbox_messages(srv, "alice@example.test")) == 20
