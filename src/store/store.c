@@ -609,26 +609,107 @@ store_txn_mailbox_subscribe(struct store_txn *txn, int64_t account_id, const cha
 	return txn->store->ops->mailbox_subscribe(txn, account_id, name, on);
 }
 
+/* True when the space-separated list kw holds word (keywords compare case-insensitively). */
+static bool
+store__kw_has(const char *kw, const char *word, size_t wlen)
+{
+	const char *p = kw;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, " ");
+
+		if (n == wlen && strncasecmp(p, word, n) == 0)
+			return true;
+		p += n;
+		while (*p == ' ')
+			p++;
+	}
+	return false;
+}
+
+/* Appends word to the list in out (size bytes). -1 when it does not fit. */
+static int
+store__kw_add(char *out, size_t size, const char *word, size_t wlen)
+{
+	size_t len = strlen(out);
+
+	if (len + (len > 0) + wlen + 1 > size)
+		return -1;
+	if (len > 0)
+		out[len++] = ' ';
+	memcpy(out + len, word, wlen);
+	out[len + wlen] = '\0';
+	return 0;
+}
+
 int
-store_txn_set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint32_t flags,
-                    const char *keywords, uint64_t unchangedsince, uint64_t *modseq_r)
+store_txn_update_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+                       enum store_flags_mode mode, uint32_t flags, const char *keywords,
+                       uint64_t unchangedsince, struct store_flags_result *r)
 {
 	const uint32_t all = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
 	                     STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
-	uint64_t modseq = 0;
+	char cur[STORE_KEYWORDS_MAX], next[STORE_KEYWORDS_MAX];
+	struct store_message m;
+	const char *p;
+	uint32_t nflags;
 	int ret;
 
+	memset(r, 0, sizeof(*r));
 	if ((flags & ~all) != 0 || !store_keywords_valid(keywords)) {
 		store_txn_error(txn, "invalid message flags");
 		return STORE_ERR_INVALID;
 	}
 	if (store__txn_usable(txn) < 0)
 		return STORE_ERR_IO;
-	ret = txn->store->ops->set_flags(txn, mailbox_id, uid, flags, keywords, unchangedsince,
-	                                 &modseq);
-	if (ret >= 0 && modseq_r != NULL)
-		*modseq_r = modseq;
-	return ret;
+	ret = txn->store->ops->message_get_txn(txn, mailbox_id, uid, &m, cur, sizeof(cur));
+	if (ret != STORE_OK)
+		return ret;
+	r->flags = m.flags;
+	r->modseq = m.modseq;
+	(void)snprintf(r->keywords, sizeof(r->keywords), "%s", cur);
+	if (unchangedsince != 0 && m.modseq > unchangedsince) {
+		r->modified = true;
+		return STORE_OK;
+	}
+	next[0] = '\0';
+	switch (mode) {
+	case STORE_FLAGS_REPLACE:
+		nflags = flags;
+		break;
+	case STORE_FLAGS_ADD:
+		nflags = m.flags | flags;
+		(void)snprintf(next, sizeof(next), "%s", cur);
+		break;
+	case STORE_FLAGS_REMOVE:
+	default:
+		nflags = m.flags & ~flags;
+		break;
+	}
+	/* The keyword list: REPLACE takes the given ones, ADD the current plus new ones, REMOVE
+	 * the current minus the given ones; duplicates are dropped. */
+	p = mode == STORE_FLAGS_REMOVE ? cur : keywords;
+	while (*p != '\0') {
+		size_t n = strcspn(p, " ");
+		bool drop = mode == STORE_FLAGS_REMOVE && store__kw_has(keywords, p, n);
+
+		if (!drop && !store__kw_has(next, p, n) && store__kw_add(next, sizeof(next), p, n) < 0) {
+			store_txn_error(txn, "too many keywords");
+			return STORE_ERR_INVALID;
+		}
+		p += n;
+		while (*p == ' ')
+			p++;
+	}
+	if (nflags == m.flags && strcmp(next, cur) == 0)
+		return STORE_OK;
+	ret = txn->store->ops->set_flags(txn, mailbox_id, uid, nflags, next, &r->modseq);
+	if (ret != STORE_OK)
+		return ret;
+	r->flags = nflags;
+	(void)snprintf(r->keywords, sizeof(r->keywords), "%s", next);
+	r->changed = true;
+	return STORE_OK;
 }
 
 int

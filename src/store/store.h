@@ -178,11 +178,27 @@ int store_txn_mailbox_rename(struct store_txn *txn, int64_t account_id, const ch
                              const char *to);
 int store_txn_mailbox_subscribe(struct store_txn *txn, int64_t account_id, const char *name,
                                 bool on);
-/* Replaces a message's flags and keywords. unchangedsince != 0: refused (returns 1, nothing
- * changed) when the message's MODSEQ is above it (RFC 7162 UNCHANGEDSINCE). *modseq_r gets
- * the message's MODSEQ afterwards. A change to the same values takes no new MODSEQ. */
-int store_txn_set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint32_t flags,
-                        const char *keywords, uint64_t unchangedsince, uint64_t *modseq_r);
+enum store_flags_mode {
+	STORE_FLAGS_REPLACE, /* FLAGS */
+	STORE_FLAGS_ADD,     /* +FLAGS */
+	STORE_FLAGS_REMOVE,  /* -FLAGS */
+};
+/* A message's flags after store_txn_update_flags. */
+struct store_flags_result {
+	uint32_t flags;
+	char keywords[STORE_KEYWORDS_MAX];
+	uint64_t modseq;
+	bool changed;  /* a new MODSEQ was taken */
+	bool modified; /* refused by unchangedsince: nothing changed */
+};
+/* Changes a message's flags and keywords (space-separated) by mode. unchangedsince != 0: the
+ * change is refused (r->modified) when the message's MODSEQ is above it (RFC 7162
+ * UNCHANGEDSINCE). A change that changes nothing takes no new MODSEQ. Keywords beyond
+ * STORE_KEYWORDS_MAX are refused with STORE_ERR_INVALID. STORE_ERR_NOTFOUND if the message is
+ * gone. */
+int store_txn_update_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+                           enum store_flags_mode mode, uint32_t flags, const char *keywords,
+                           uint64_t unchangedsince, struct store_flags_result *r);
 /* Copies a message (same blob, flags, keywords, INTERNALDATE) into another mailbox. */
 int store_txn_copy(struct store_txn *txn, int64_t from_mailbox, uint32_t uid, int64_t to_mailbox,
                    uint32_t *uid_r);

@@ -131,8 +131,12 @@ struct store_ops {
 	                      const char *to);
 	int (*mailbox_subscribe)(struct store_txn *txn, int64_t account_id, const char *name,
 	                         bool on);
+	/* Writes flags and keywords as given with the mailbox's next MODSEQ. */
 	int (*set_flags)(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint32_t flags,
-	                 const char *keywords, uint64_t unchangedsince, uint64_t *modseq_r);
+	                 const char *keywords, uint64_t *modseq_r);
+	/* One message on the write connection; its keywords are copied into kw. */
+	int (*message_get_txn)(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+	                       struct store_message *m, char *kw, size_t kwsize);
 	int (*copy_message)(struct store_txn *txn, int64_t from_mailbox, uint32_t uid,
 	                    int64_t to_mailbox, uint32_t *uid_r);
 	int (*mailbox_get_id)(struct store *store, int64_t mailbox_id, struct store_mailbox *r);

@@ -1247,27 +1247,20 @@ sqlite__txn_message(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
 }
 
 static int
-sqlite__set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint32_t flags,
-                  const char *keywords, uint64_t unchangedsince, uint64_t *modseq_r)
+sqlite__message_get_txn(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+                        struct store_message *m, char *kw, size_t kwsize)
 {
-	struct store_message m;
-	char kw[STORE_KEYWORDS_MAX];
+	return sqlite__txn_message(txn, mailbox_id, uid, m, kw, kwsize);
+}
+
+static int
+sqlite__set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint32_t flags,
+                  const char *keywords, uint64_t *modseq_r)
+{
 	sqlite3_stmt *st;
 	uint64_t modseq = 0;
 	int ret, rc;
 
-	ret = sqlite__txn_message(txn, mailbox_id, uid, &m, kw, sizeof(kw));
-	if (ret != STORE_OK)
-		return ret;
-	/* RFC 7162 3.1.3: UNCHANGEDSINCE refuses messages changed after the client looked. */
-	if (unchangedsince != 0 && m.modseq > unchangedsince) {
-		*modseq_r = m.modseq;
-		return 1;
-	}
-	if (m.flags == flags && strcmp(kw, keywords) == 0) {
-		*modseq_r = m.modseq;
-		return STORE_OK;
-	}
 	ret = sqlite__next_modseq(txn, mailbox_id, &modseq);
 	if (ret != STORE_OK)
 		return ret;
@@ -1280,6 +1273,10 @@ sqlite__set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint3
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot store flags");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
+		return STORE_ERR_NOTFOUND;
+	}
 	*modseq_r = modseq;
 	store__txn_touch(txn, mailbox_id);
 	return STORE_OK;
@@ -2292,6 +2289,7 @@ const struct store_ops store__sqlite_ops = {
 	.mailbox_rename = sqlite__mailbox_rename,
 	.mailbox_subscribe = sqlite__mailbox_subscribe,
 	.set_flags = sqlite__set_flags,
+	.message_get_txn = sqlite__message_get_txn,
 	.copy_message = sqlite__copy_message,
 	.mailbox_get_id = sqlite__mailbox_get_id,
 	.mailbox_totals = sqlite__mailbox_totals,
