@@ -22,23 +22,6 @@
 
 /* ---- message rows ------------------------------------------------------------------------- */
 
-struct row {
-	uint32_t uid, seq;
-	uint32_t flags;
-	char *keywords;
-	char blob_id[33];
-	uint64_t size, modseq;
-	int64_t internaldate;
-};
-
-struct rows {
-	struct row *v;
-	size_t n, cap;
-	const uint32_t *want; /* sorted uids */
-	size_t nwant;
-	const struct imap_view *view;
-};
-
 static bool
 uid_wanted(const uint32_t *v, size_t n, uint32_t uid)
 {
@@ -58,8 +41,8 @@ uid_wanted(const uint32_t *v, size_t n, uint32_t uid)
 static int
 rows_cb(const struct store_message *m, void *ctx)
 {
-	struct rows *r = ctx;
-	struct row *w;
+	struct imap_rows *r = ctx;
+	struct imap_row *w;
 
 	if (!uid_wanted(r->want, r->nwant, m->uid))
 		return 0;
@@ -79,8 +62,8 @@ rows_cb(const struct store_message *m, void *ctx)
 	return 0;
 }
 
-static void
-rows_free(struct rows *r)
+void
+imap_rows_free(struct imap_rows *r)
 {
 	for (size_t i = 0; i < r->n; i++)
 		free(r->v[i].keywords);
@@ -90,8 +73,8 @@ rows_free(struct rows *r)
 }
 
 /* The rows of the given uids (sorted) that still exist, by uid. */
-static int
-rows_load(struct imap_session *s, const uint32_t *uids, size_t n, struct rows *r)
+int
+imap_rows_load(struct imap_session *s, const uint32_t *uids, size_t n, struct imap_rows *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->want = uids;
@@ -104,8 +87,8 @@ rows_load(struct imap_session *s, const uint32_t *uids, size_t n, struct rows *r
 }
 
 /* Resolves the set argument; on failure the tagged BAD is sent. */
-static bool
-resolve_set(struct imap_session *s, const struct imap_arg *arg, uint32_t **uids, size_t *n)
+bool
+imap_resolve_set(struct imap_session *s, const struct imap_arg *arg, uint32_t **uids, size_t *n)
 {
 	const char *set, *error = "Invalid sequence set";
 
@@ -220,7 +203,7 @@ struct fetch {
 	bool vanished;
 	bool set_seen;
 	bool need_tree;
-	struct rows rows;
+	struct imap_rows rows;
 	size_t next; /* the next row to send */
 	uint32_t *uids;
 	size_t nuids;
@@ -233,7 +216,7 @@ fetch_free(struct fetch *f)
 		for (size_t j = 0; j < f->sec[i].nfields; j++)
 			free(f->sec[i].fields[j]);
 	}
-	rows_free(&f->rows);
+	imap_rows_free(&f->rows);
 	free(f->uids);
 	free(f);
 }
@@ -708,7 +691,7 @@ format_internaldate(char out[32], int64_t t)
 /* Writes one section of one message; returns 0 or -1 (tells the caller to stop with NO). */
 static int
 out_section(struct imap_session *s, const struct section *sec, const struct mime_part *root,
-            int fd, const struct row *r, const char **why)
+            int fd, const struct imap_row *r, const char **why)
 {
 	const struct mime_part *p = find_part(root, sec);
 	uint64_t start, end;
@@ -783,7 +766,7 @@ out_section(struct imap_session *s, const struct section *sec, const struct mime
 }
 
 static int
-fetch_one(struct imap_session *s, struct fetch *f, const struct row *r, const char **why)
+fetch_one(struct imap_session *s, struct fetch *f, const struct imap_row *r, const char **why)
 {
 	struct mime_part *root = NULL;
 	const char *sp = "";
@@ -892,7 +875,7 @@ fetch_continue(struct imap_session *s)
 	const char *why = NULL;
 
 	while (f->next < f->rows.n) {
-		const struct row *r = &f->rows.v[f->next++];
+		const struct imap_row *r = &f->rows.v[f->next++];
 
 		if (f->changedsince != 0 && r->modseq <= f->changedsince)
 			continue;
@@ -908,7 +891,7 @@ fetch_continue(struct imap_session *s)
 
 struct seen_ctx {
 	int64_t mailbox_id;
-	struct row *rows;
+	struct imap_row *rows;
 	size_t n;
 };
 
@@ -983,7 +966,7 @@ imap_cmd_fetch(struct imap_session *s)
 		f->bits |= FB_UID;
 	if (s->condstore && (f->bits & FB_FLAGS))
 		f->bits |= FB_MODSEQ;
-	if (!resolve_set(s, &cmd->args[0], &f->uids, &f->nuids)) {
+	if (!imap_resolve_set(s, &cmd->args[0], &f->uids, &f->nuids)) {
 		fetch_free(f);
 		return;
 	}
@@ -991,7 +974,7 @@ imap_cmd_fetch(struct imap_session *s)
 		/* QRESYNC 3.2.6: the UIDs of the set expunged since CHANGEDSINCE. */
 		(void)0;
 	}
-	ret = rows_load(s, f->uids, f->nuids, &f->rows);
+	ret = imap_rows_load(s, f->uids, f->nuids, &f->rows);
 	if (ret < 0) {
 		fetch_free(f);
 		imap_tagged_store_error(s, ret, "FETCH");
@@ -1024,7 +1007,7 @@ imap_cmd_fetch(struct imap_session *s)
 
 struct store_ctx {
 	int64_t mailbox_id;
-	struct row *rows;
+	struct imap_row *rows;
 	size_t n;
 	enum store_flags_mode mode;
 	uint32_t flags;
@@ -1072,7 +1055,7 @@ imap_cmd_store(struct imap_session *s)
 	const char *item, *error;
 	uint32_t *uids = NULL;
 	size_t nuids = 0;
-	struct rows rows;
+	struct imap_rows rows;
 	bool silent;
 	struct buf modified;
 	int ret;
@@ -1122,12 +1105,12 @@ imap_cmd_store(struct imap_session *s)
 		imap_tagged(s, "NO", "[READ-ONLY] Mailbox is read-only");
 		return;
 	}
-	if (!resolve_set(s, &args[0], &uids, &nuids))
+	if (!imap_resolve_set(s, &args[0], &uids, &nuids))
 		return;
-	ret = rows_load(s, uids, nuids, &rows);
+	ret = imap_rows_load(s, uids, nuids, &rows);
 	free(uids);
 	if (ret < 0) {
-		rows_free(&rows);
+		imap_rows_free(&rows);
 		imap_tagged_store_error(s, ret, "STORE");
 		return;
 	}
@@ -1145,7 +1128,7 @@ imap_cmd_store(struct imap_session *s)
 	}
 	buf_init(&modified, SIZE_MAX / 2);
 	for (size_t j = 0; j < rows.n; j++) {
-		const struct row *r = &rows.v[j];
+		const struct imap_row *r = &rows.v[j];
 
 		if (c.gone[j])
 			continue;
@@ -1181,7 +1164,7 @@ out:
 	free(c.modified);
 	free(c.changed);
 	free(c.gone);
-	rows_free(&rows);
+	imap_rows_free(&rows);
 }
 
 /* ---- EXPUNGE, CLOSE ------------------------------------------------------------------------ */
@@ -1220,16 +1203,16 @@ expunge_deleted(struct imap_session *s, const uint32_t *only, size_t nonly, bool
 {
 	struct imap_view *v = s->view;
 	struct expunge_ctx c = {0};
-	struct rows rows;
+	struct imap_rows rows;
 	const char *error;
 	struct buf vanished;
 	int ret;
 
 	if (v->count == 0)
 		return 0;
-	ret = rows_load(s, only != NULL ? only : v->uids, only != NULL ? nonly : v->count, &rows);
+	ret = imap_rows_load(s, only != NULL ? only : v->uids, only != NULL ? nonly : v->count, &rows);
 	if (ret < 0) {
-		rows_free(&rows);
+		imap_rows_free(&rows);
 		return ret;
 	}
 	c.mailbox_id = v->mailbox_id;
@@ -1238,7 +1221,7 @@ expunge_deleted(struct imap_session *s, const uint32_t *only, size_t nonly, bool
 		if (rows.v[i].flags & STORE_FLAG_DELETED)
 			c.uids[c.n++] = rows.v[i].uid;
 	}
-	rows_free(&rows);
+	imap_rows_free(&rows);
 	c.gone = xcalloc(c.n + 1, sizeof(bool));
 	ret = c.n > 0 ? store_exec(imap_env.store, expunge_run, &c, &error) : STORE_OK;
 	if (ret == STORE_OK && !quiet) {
@@ -1280,7 +1263,7 @@ imap_cmd_expunge(struct imap_session *s)
 		imap_tagged(s, "NO", "[READ-ONLY] Mailbox is read-only");
 		return;
 	}
-	if (cmd->uid && !resolve_set(s, &cmd->args[0], &uids, &n))
+	if (cmd->uid && !imap_resolve_set(s, &cmd->args[0], &uids, &n))
 		return;
 	ret = expunge_deleted(s, cmd->uid ? uids : NULL, n, false);
 	free(uids);
@@ -1359,7 +1342,7 @@ imap_cmd_copy(struct imap_session *s, bool move)
 		imap_tagged_store_error(s, ret, cmd->name);
 		return;
 	}
-	if (!resolve_set(s, &cmd->args[0], &c.uids, &c.n))
+	if (!imap_resolve_set(s, &cmd->args[0], &c.uids, &c.n))
 		return;
 	c.mailbox_id = s->view->mailbox_id;
 	c.dest = mb.id;

@@ -154,6 +154,32 @@ struct imap_limits {
 };
 extern struct imap_limits imap_limits;
 
+/* Message rows of the selected mailbox, read for a command. */
+struct imap_row {
+	uint32_t uid, seq;
+	uint32_t flags;
+	char *keywords;
+	char blob_id[33];
+	uint64_t size, modseq;
+	int64_t internaldate;
+};
+
+struct imap_rows {
+	struct imap_row *v;
+	size_t n, cap;
+	const uint32_t *want; /* sorted uids */
+	size_t nwant;
+	const struct imap_view *view;
+};
+
+/* The rows of the given sorted uids that still exist, by uid; free with imap_rows_free. */
+int imap_rows_load(struct imap_session *s, const uint32_t *uids, size_t n,
+                   struct imap_rows *r);
+void imap_rows_free(struct imap_rows *r);
+/* Resolves a set argument of the current command into sorted UIDs of the view; on failure the
+ * tagged BAD is sent and false returned. */
+bool imap_resolve_set(struct imap_session *s, const struct imap_arg *arg, uint32_t **uids,
+                      size_t *n);
 /* Appends sorted uids as a compact set ("1:3,7"). */
 void imap_out_uidset(struct buf *b, const uint32_t *uids, size_t n);
 /* Flag names for responses; flags are enum store_flag. */
