@@ -200,6 +200,19 @@ collect(struct imap_session *s, struct mbx_list *l)
 	return 0;
 }
 
+static bool
+has_subscribed_child(const struct mbx_list *l, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->v[i].subscribed && l->v[i].exists && strncmp(l->v[i].name, name, len) == 0 &&
+		    l->v[i].name[len] == '/')
+			return true;
+	}
+	return false;
+}
+
 /* ---- STATUS -------------------------------------------------------------------------------- */
 
 enum status_item {
@@ -431,8 +444,15 @@ imap_cmd_list(struct imap_session *s, bool lsub)
 		}
 		if (!matched)
 			continue;
-		if ((lsub || (opts & SEL_SUBSCRIBED)) && !m->subscribed)
-			continue;
+		bool childinfo = false;
+
+		if ((lsub || (opts & SEL_SUBSCRIBED)) && !(m->subscribed && m->exists)) {
+			/* RFC 5258 4: RECURSIVEMATCH lists a parent of subscribed mailboxes with
+			 * CHILDINFO; LSUB lists it as \Noselect (RFC 3501 6.3.9). */
+			if (!((opts & SEL_RECURSIVE) || lsub) || !has_subscribed_child(&l, m->name))
+				continue;
+			childinfo = true;
+		}
 		if ((opts & SEL_SPECIAL) && m->special[0] == '\0')
 			continue;
 		imap_out(s, "* %s (", lsub ? "LSUB" : "LIST");
@@ -452,6 +472,8 @@ imap_cmd_list(struct imap_session *s, bool lsub)
 		}
 		imap_out(s, ") \"/\" ");
 		imap_out_astring(s, m->name);
+		if (childinfo && !lsub)
+			imap_out(s, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 		imap_out(s, "\r\n");
 		if ((opts & RET_STATUS) && m->exists) {
 			ret = out_status(s, m->name, m->id, status_items);

@@ -1118,6 +1118,9 @@ imap_input(void *session, struct net_conn *conn)
 		if (len == 0)
 			return;
 		status = imap_parser_feed(s->parser, p, len, &used);
+		/* A literal chunk points into the input: keep it until it is written. */
+		if (status == IMAP_PARSE_LITERAL_DATA)
+			literal_chunk(s);
 		net_conn_drain(conn, used);
 		switch (status) {
 		case IMAP_PARSE_MORE:
@@ -1128,7 +1131,6 @@ imap_input(void *session, struct net_conn *conn)
 			net_conn_printf(conn, "+ OK\r\n");
 			break;
 		case IMAP_PARSE_LITERAL_DATA:
-			literal_chunk(s);
 			break;
 		case IMAP_PARSE_COMMAND:
 			dispatch(s, imap_parser_command(s->parser));
