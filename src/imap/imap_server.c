@@ -311,8 +311,9 @@ out_capabilities(struct imap_session *s)
 	imap_out(s, " LITERAL+ IDLE UIDPLUS MOVE NAMESPACE UNSELECT CHILDREN SPECIAL-USE "
 	            "CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE QRESYNC "
 	            "ESEARCH SEARCHRES SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES MULTIAPPEND "
-	            "BINARY APPENDLIMIT=%llu",
-	         (unsigned long long)imap_limits.append_limit);
+	            "BINARY APPENDLIMIT=%llu%s",
+	         (unsigned long long)imap_limits.append_limit,
+	         net_conn_is_compressed(s->conn) ? "" : " COMPRESS=DEFLATE");
 }
 
 /* ---- session life -------------------------------------------------------------------------- */
@@ -835,6 +836,7 @@ static const struct cmd_def cmd_defs[] = {
 	{"ENABLE", AUTHED, false, false},
 	{"NAMESPACE", AUTHED, false, false},
 	{"IDLE", AUTHED, false, false},
+	{"COMPRESS", AUTHED, false, false},
 	{"SELECT", AUTHED, true, false},
 	{"EXAMINE", AUTHED, true, false},
 	{"CREATE", AUTHED, true, false},
@@ -1021,6 +1023,23 @@ dispatch(struct imap_session *s, const struct imap_command *cmd)
 	} else if (strcmp(n, "NAMESPACE") == 0) {
 		imap_out(s, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
 		imap_tagged(s, "OK", "NAMESPACE completed");
+	} else if (strcmp(n, "COMPRESS") == 0) {
+		if (cmd->nargs != 1 || !imap_arg_atom_equals(&cmd->args[0], "DEFLATE")) {
+			imap_tagged(s, "BAD", "Usage: COMPRESS DEFLATE");
+			goto bad;
+		}
+		if (net_conn_is_compressed(s->conn)) {
+			imap_tagged(s, "NO", "[COMPRESSIONACTIVE] DEFLATE is already active");
+		} else {
+			/* RFC 4978 3: the OK goes out uncompressed, everything after it compressed. */
+			imap_tagged(s, "OK", "DEFLATE active");
+			flush_out(s);
+			if (net_conn_compress(s->conn) < 0) {
+				net_conn_close_because(s->conn, "compress-failed");
+				command_done(s);
+				return;
+			}
+		}
 	} else if (strcmp(n, "UNSELECT") == 0) {
 		cmd_unselect(s);
 	} else if (strcmp(n, "IDLE") == 0) {

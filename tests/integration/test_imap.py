@@ -8,6 +8,7 @@ import smtplib
 import socket
 import ssl
 import time
+import zlib
 
 import pytest
 
@@ -1772,3 +1773,54 @@ def test_shutdown_says_bye(srv):
         assert srv.stop() == 0
     finally:
         c.close()
+
+
+# ---- COMPRESS=DEFLATE (RFC 4978) ------------------------------------------------------------------
+
+def test_compress_deflate(srv):
+    for i in range(3):
+        deliver(srv, simple(f"z{i}", body="compressible text\r\n" * 200))
+    s = socket.create_connection(("127.0.0.1", srv.ports["imap"]), timeout=TIMEOUT)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"* OK")
+    s.sendall(f'a LOGIN {ALICE} "{PW}"\r\n'.encode())
+    assert b"COMPRESS=DEFLATE" in f.readline()
+    s.sendall(b"b COMPRESS DEFLATE\r\n")
+    assert f.readline() == b"b OK DEFLATE active\r\n"
+    co, de = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+
+    def send(text):
+        s.sendall(co.compress(text) + co.flush(zlib.Z_SYNC_FLUSH))
+
+    got, wire = b"", 0
+
+    def until(tag):
+        nonlocal got, wire
+        while tag not in got:
+            chunk = s.recv(65536)
+            assert chunk, got
+            wire += len(chunk)
+            got += de.decompress(chunk)
+        return got
+
+    send(b"c SELECT INBOX\r\nd FETCH 1:* (BODY.PEEK[])\r\n")
+    out = until(b"d OK")
+    assert b"* 3 EXISTS" in out and out.count(b"compressible text") == 600
+    assert wire < len(out) / 5, "the FETCH went over the wire compressed"
+    send(b"e COMPRESS DEFLATE\r\n")
+    assert b"e NO [COMPRESSIONACTIVE]" in until(b"e NO")
+    send(b"f LOGOUT\r\n")
+    assert b"f OK" in until(b"f OK")
+    s.close()
+
+
+def test_compress_garbage_closes(srv):
+    s = socket.create_connection(("127.0.0.1", srv.ports["imap"]), timeout=TIMEOUT)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(f'a LOGIN {ALICE} "{PW}"\r\nb COMPRESS DEFLATE\r\n'.encode())
+    f.readline()
+    assert f.readline() == b"b OK DEFLATE active\r\n"
+    s.sendall(b"\xff\xfe this is not a deflate stream" * 10)
+    assert s.recv(100) == b""  # the server closes the connection
+    s.close()
