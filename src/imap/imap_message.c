@@ -1400,6 +1400,23 @@ imap_cmd_copy(struct imap_session *s, bool move)
 	}
 	if (!imap_resolve_set(s, &cmd->args[0], &c.uids, &c.n))
 		return;
+	if (!move && c.n > 0) {
+		struct imap_rows rows;
+		uint64_t total = 0;
+
+		ret = imap_rows_load(s, c.uids, c.n, &rows);
+		for (size_t i = 0; i < rows.n; i++)
+			total += rows.v[i].size;
+		imap_rows_free(&rows);
+		if (ret >= 0)
+			ret = imap_quota_room(s, total);
+		if (ret <= 0) {
+			if (ret < 0)
+				imap_tagged_store_error(s, ret, cmd->name);
+			free(c.uids);
+			return;
+		}
+	}
 	c.mailbox_id = s->view->mailbox_id;
 	c.dest = mb.id;
 	c.move = move;
@@ -1612,6 +1629,18 @@ imap_cmd_append(struct imap_session *s)
 	if (ret < 0) {
 		imap_tagged_store_error(s, ret, "APPEND");
 		goto out;
+	}
+	{
+		uint64_t total = 0;
+
+		for (size_t j = 0; j < c.n; j++)
+			total += store_blob_size(blobs[j]);
+		ret = imap_quota_room(s, total);
+		if (ret <= 0) {
+			if (ret < 0)
+				imap_tagged_store_error(s, ret, "APPEND");
+			goto out;
+		}
 	}
 	c.mailbox_id = mb.id;
 	ret = exec_with_blobs(append_run, &c, blobs, c.n);

