@@ -327,7 +327,7 @@ flush_out(struct imap_session *s)
 		buf_reset(&s->out);
 	}
 	/* A worker may have grown it for a big FETCH: give the memory back. */
-	if (s->out.cap > 64 * 1024) {
+	if (s->out.cap > 8 * 1024) {
 		buf_deinit(&s->out);
 		buf_init(&s->out, SIZE_MAX / 2);
 	}
