@@ -518,6 +518,8 @@ worker_finish(void *arg)
 		/* More changes may have come while the sync ran. */
 		if (s->changed && s->idling)
 			run_idle_sync(s);
+		else
+			imap_input(s, s->conn); /* "DONE" may have arrived meanwhile */
 		return;
 	}
 	if (!s->dead)
