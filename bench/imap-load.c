@@ -156,6 +156,8 @@ static struct {
 	double hold;             /* idle: seconds to hold at most */
 	double cmd_timeout;      /* seconds */
 	unsigned trace;          /* connections whose transcript is printed live */
+	bool no_literal_plus;    /* -X literal+: act as if the server had no LITERAL+/LITERAL- */
+	bool no_uidplus;         /* -X uidplus: act as if it had no UIDPLUS (ignore APPENDUID) */
 	unsigned long seed;
 } opt = {
 	.host = "127.0.0.1", .user_fmt = "bench%u@bench.test", .password = "bench-password-1",
@@ -1011,7 +1013,7 @@ on_tagged(struct conn *c, const uint8_t *p, size_t len)
 		if (k == CMD_APPEND) {
 			const uint8_t *q = memmem(p, len, "[APPENDUID ", 11);
 
-			if (q != NULL) {
+			if (q != NULL && caps.uidplus) {
 				size_t used, off = (size_t)(q + 11 - p);
 
 				parse_num(p + off, len - off, &used); /* UIDVALIDITY */
@@ -1589,7 +1591,8 @@ usage(void)
 	    "  -m MESSAGES   fill: messages per user (default 200)\n"
 	    "  -h SECONDS    idle: hold at most this long after \"ready\" (default 120)\n"
 	    "  -T SECONDS    command timeout (default 30)\n"
-	    "  -v N          print the transcript of the first N connections (default 0)\n");
+	    "  -v N          print the transcript of the first N connections (default 0)\n"
+	    "  -X LIST       ignore capabilities, to test the fallbacks: literal+,uidplus\n");
 	exit(1);
 }
 
@@ -1633,7 +1636,7 @@ main(int argc, char **argv)
 	else
 		usage();
 	optind = 2;
-	while ((ch = getopt(argc, argv, "H:p:u:w:U:c:t:n:N:r:s:m:h:T:v:")) != -1) {
+	while ((ch = getopt(argc, argv, "H:p:u:w:U:c:t:n:N:r:s:m:h:T:v:X:")) != -1) {
 		switch (ch) {
 		case 'H': opt.host = optarg; break;
 		case 'p':
@@ -1698,6 +1701,14 @@ main(int argc, char **argv)
 				die("-v: a count");
 			opt.trace = (unsigned)v;
 			break;
+		case 'X':
+			if (strstr(optarg, "literal+") != NULL)
+				opt.no_literal_plus = true;
+			if (strstr(optarg, "uidplus") != NULL)
+				opt.no_uidplus = true;
+			if (!opt.no_literal_plus && !opt.no_uidplus)
+				die("-X: literal+ and/or uidplus");
+			break;
 		default:
 			usage();
 		}
@@ -1737,6 +1748,10 @@ main(int argc, char **argv)
 		opt.mode = m;
 		opt.trace = trace;
 	}
+	if (opt.no_literal_plus)
+		caps.literal_plus = caps.literal_minus = false;
+	if (opt.no_uidplus)
+		caps.uidplus = false;
 	printf("caps literal_plus=%d literal_minus=%d uidplus=%d idle=%d\n", caps.literal_plus,
 	    caps.literal_minus, caps.uidplus, caps.idle);
 	fprintf(stderr, "imap-load: capabilities after login: %s\n", caps.text);
