@@ -12,6 +12,7 @@
 #include "net/net.h"
 #include "proto/greeter.h"
 #include "queue/queue.h"
+#include "imap/imap_server.h"
 #include "smtp/smtp_server.h"
 
 #include <errno.h>
@@ -35,6 +36,7 @@ struct serve {
 	struct store *store;
 	struct auth *auth;
 	struct tpool *lookups;
+	struct tpool *imap_workers; /* IMAP commands: they wait for reads and commits */
 	struct guard *guard;
 	struct queue_runner *queue;
 	struct event *guard_timer;
@@ -130,6 +132,7 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	/* Listeners, data_dir and user need a restart; everything else applies now. */
 	apply_log_settings(cfg);
 	smtp_server_reload(cfg);
+	imap_server_reload(cfg);
 	{
 		struct guard_options gopts;
 		const char *gerr;
@@ -293,6 +296,8 @@ cli_serve(struct cli *cli, int argc, char **argv)
 	protos[NET_SVC_SMTP] = smtp_server_proto();
 	protos[NET_SVC_SUBMISSION] = smtp_server_proto();
 	protos[NET_SVC_SUBMISSIONS] = smtp_server_proto();
+	protos[NET_SVC_IMAP] = imap_server_proto();
+	protos[NET_SVC_IMAPS] = imap_server_proto();
 
 	if (net_server_new(sv.cfg, protos, &sv.net, &error) < 0) {
 		log_error("event=start result=failed reason=\"%s\"", error);
@@ -326,6 +331,13 @@ cli_serve(struct cli *cli, int argc, char **argv)
 		smtp_server_setup(&senv, sv.cfg);
 	}
 	greeter_set_guard(sv.guard);
+	{
+		struct imap_server_env ienv = {sv.store, sv.auth, NULL, sv.hostname, sv.guard};
+
+		sv.imap_workers = tpool_new((unsigned int)sv.cfg->workers * 2, "imap");
+		ienv.workers = sv.imap_workers;
+		imap_server_setup(&ienv, sv.cfg);
+	}
 	{
 		/* After the store; it reads only due recipients, so start-up does not depend on
 		 * the size of the queue. */
@@ -385,6 +397,8 @@ out:
 	 * freed after it (the store's last done callbacks land in it). */
 	auth_free(&sv.auth);
 	tpool_free(&sv.lookups); /* also runs the guard's queued notices */
+	tpool_free(&sv.imap_workers);
+	imap_server_cleanup();
 	if (sv.queue != NULL)
 		queue_runner_stop(sv.queue);
 	if (sv.store != NULL)

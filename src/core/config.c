@@ -93,6 +93,18 @@ static const struct cfg_setting settings[] = {
 	    smtp_plaintext_auth_loopback,
 	    "Allow AUTH without TLS from loopback addresses (elsewhere TLS is always required)"),
 
+	ROW("imap", "timeout", CFG_DURATION, "30m", SECONDS(1), HOURS(24), NULL, imap_timeout,
+	    "Idle time allowed between IMAP commands (RFC 9051 asks for at least 30 minutes)"),
+	ROW("imap", "idle_timeout", CFG_DURATION, "30m", SECONDS(1), HOURS(24), NULL,
+	    imap_idle_timeout, "How long one IDLE command may last before the client is logged out"),
+	ROW("imap", "max_bad_commands", CFG_UINT, "20", 1, 1000, NULL, imap_max_bad_commands,
+	    "Refused or failed commands before the connection is closed"),
+	ROW("imap", "append_limit", CFG_SIZE, "64M", KIB(64), GIB(2), NULL, imap_append_limit,
+	    "Largest message APPEND accepts (advertised as APPENDLIMIT, RFC 7889)"),
+	ROW("imap", "plaintext_auth_loopback", CFG_BOOL, "yes", 0, 1, NULL,
+	    imap_plaintext_auth_loopback,
+	    "Allow LOGIN and AUTHENTICATE without TLS from loopback addresses"),
+
 	ROW("storage", "engine", CFG_ENUM, "sqlite", 0, 0, "sqlite", storage_engine,
 	    "Metadata engine"),
 	ROW("storage", "database", CFG_PATH, "", 0, 0, NULL, database,

@@ -211,6 +211,27 @@ static const char store__schema_v3[] =
 	"  WHERE queue_id = NEW.id;"
 	"END;";
 
+/* v4: IMAP. Expunges are remembered with their MODSEQ so that every session (and QRESYNC,
+ * RFC 7162) can learn which messages went since it last looked, by an index range; changed
+ * messages are found the same way. blob_meta caches each message file's parsed MIME structure
+ * (files never change), and goes with the file's row. */
+static const char store__schema_v4[] =
+	"CREATE TABLE expunged ("
+	"  mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,"
+	"  uid INTEGER NOT NULL,"
+	"  modseq INTEGER NOT NULL,"
+	"  PRIMARY KEY (mailbox_id, uid)"
+	") WITHOUT ROWID;"
+	"CREATE INDEX expunged_modseq ON expunged(mailbox_id, modseq);"
+	"CREATE INDEX messages_modseq ON messages(mailbox_id, modseq);"
+	"CREATE TABLE blob_meta ("
+	"  blob_id TEXT PRIMARY KEY,"
+	"  mime BLOB NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE TRIGGER blob_meta_gone AFTER DELETE ON blobs BEGIN"
+	"  DELETE FROM blob_meta WHERE blob_id = OLD.id;"
+	"END;";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -220,6 +241,7 @@ static const struct store__migration store__migrations[] = {
 	{store__schema_v1, store__v1_secret},
 	{store__schema_v2, NULL},
 	{store__schema_v3, NULL},
+	{store__schema_v4, NULL},
 };
 
 int

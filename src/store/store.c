@@ -507,10 +507,235 @@ store_txn_deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id
 	}
 	if (store__txn_usable(txn) < 0)
 		return STORE_ERR_IO;
-	ret = txn->store->ops->deliver(txn, mailbox_id, blob_id, flags, internaldate, &uid);
+	ret = txn->store->ops->deliver(txn, mailbox_id, blob_id, flags, "", internaldate, &uid);
 	if (ret == STORE_OK && uid_r != NULL)
 		*uid_r = uid;
 	return ret;
+}
+
+bool
+store_keywords_valid(const char *kw)
+{
+	size_t len = strlen(kw);
+
+	if (len >= STORE_KEYWORDS_MAX)
+		return false;
+	if (len == 0)
+		return true;
+	if (kw[0] == ' ' || kw[len - 1] == ' ')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)kw[i];
+
+		/* atom-specials of RFC 3501 9, and "\\" (only system flags have it). */
+		if (c <= 0x20 ? c != ' ' : c >= 0x7f || strchr("(){%*\"\\]", c) != NULL)
+			return false;
+		if (c == ' ' && kw[i + 1] == ' ')
+			return false;
+	}
+	return true;
+}
+
+int
+store_txn_append(struct store_txn *txn, int64_t mailbox_id, const char *blob_id, uint32_t flags,
+                 const char *keywords, int64_t internaldate, uint32_t *uid_r)
+{
+	const uint32_t all = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
+	                     STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
+	uint32_t uid = 0;
+	int ret;
+
+	if (!store__valid_blob_id(blob_id))
+		return store__txn_refuse(txn, blob_id, "invalid blob id");
+	if ((flags & ~all) != 0 || !store_keywords_valid(keywords)) {
+		store_txn_error(txn, "invalid message flags");
+		return STORE_ERR_INVALID;
+	}
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	ret = txn->store->ops->deliver(txn, mailbox_id, blob_id, flags, keywords, internaldate,
+	                               &uid);
+	if (ret == STORE_OK && uid_r != NULL)
+		*uid_r = uid;
+	return ret;
+}
+
+int
+store_txn_mailbox_create(struct store_txn *txn, int64_t account_id, const char *name,
+                         const char *special_use, int64_t *id_r)
+{
+	int64_t id = 0;
+	int ret;
+
+	if (name[0] == '\0' || strlen(name) >= sizeof(((struct store_mailbox *)0)->name))
+		return store__txn_refuse(txn, name, "invalid mailbox name");
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	ret = txn->store->ops->mailbox_create(txn, account_id, name, special_use, &id);
+	if (ret == STORE_OK && id_r != NULL)
+		*id_r = id;
+	return ret;
+}
+
+int
+store_txn_mailbox_delete(struct store_txn *txn, int64_t mailbox_id)
+{
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->mailbox_delete(txn, mailbox_id);
+}
+
+int
+store_txn_mailbox_rename(struct store_txn *txn, int64_t account_id, const char *from,
+                         const char *to)
+{
+	if (to[0] == '\0' || strlen(to) >= sizeof(((struct store_mailbox *)0)->name))
+		return store__txn_refuse(txn, to, "invalid mailbox name");
+	if (strcasecmp(from, "INBOX") == 0)
+		return store__txn_refuse(txn, from, "INBOX is not renamed by the store");
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->mailbox_rename(txn, account_id, from, to);
+}
+
+int
+store_txn_mailbox_subscribe(struct store_txn *txn, int64_t account_id, const char *name,
+                            bool on)
+{
+	if (strcasecmp(name, "INBOX") == 0)
+		name = "INBOX";
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->mailbox_subscribe(txn, account_id, name, on);
+}
+
+/* True when the space-separated list kw holds word (keywords compare case-insensitively). */
+static bool
+store__kw_has(const char *kw, const char *word, size_t wlen)
+{
+	const char *p = kw;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, " ");
+
+		if (n == wlen && strncasecmp(p, word, n) == 0)
+			return true;
+		p += n;
+		while (*p == ' ')
+			p++;
+	}
+	return false;
+}
+
+/* Appends word to the list in out (size bytes). -1 when it does not fit. */
+static int
+store__kw_add(char *out, size_t size, const char *word, size_t wlen)
+{
+	size_t len = strlen(out);
+
+	if (len + (len > 0) + wlen + 1 > size)
+		return -1;
+	if (len > 0)
+		out[len++] = ' ';
+	memcpy(out + len, word, wlen);
+	out[len + wlen] = '\0';
+	return 0;
+}
+
+int
+store_txn_update_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+                       enum store_flags_mode mode, uint32_t flags, const char *keywords,
+                       uint64_t unchangedsince, struct store_flags_result *r)
+{
+	const uint32_t all = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
+	                     STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
+	char cur[STORE_KEYWORDS_MAX], next[STORE_KEYWORDS_MAX];
+	struct store_message m;
+	const char *p;
+	uint32_t nflags;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	if ((flags & ~all) != 0 || !store_keywords_valid(keywords)) {
+		store_txn_error(txn, "invalid message flags");
+		return STORE_ERR_INVALID;
+	}
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	ret = txn->store->ops->message_get_txn(txn, mailbox_id, uid, &m, cur, sizeof(cur));
+	if (ret != STORE_OK)
+		return ret;
+	r->flags = m.flags;
+	r->modseq = m.modseq;
+	(void)snprintf(r->keywords, sizeof(r->keywords), "%s", cur);
+	if (unchangedsince != 0 && m.modseq > unchangedsince) {
+		r->modified = true;
+		return STORE_OK;
+	}
+	next[0] = '\0';
+	switch (mode) {
+	case STORE_FLAGS_REPLACE:
+		nflags = flags;
+		break;
+	case STORE_FLAGS_ADD:
+		nflags = m.flags | flags;
+		(void)snprintf(next, sizeof(next), "%s", cur);
+		break;
+	case STORE_FLAGS_REMOVE:
+	default:
+		nflags = m.flags & ~flags;
+		break;
+	}
+	/* The keyword list: REPLACE takes the given ones, ADD the current plus new ones, REMOVE
+	 * the current minus the given ones; duplicates are dropped. */
+	p = mode == STORE_FLAGS_REMOVE ? cur : keywords;
+	while (*p != '\0') {
+		size_t n = strcspn(p, " ");
+		bool drop = mode == STORE_FLAGS_REMOVE && store__kw_has(keywords, p, n);
+
+		if (!drop && !store__kw_has(next, p, n) && store__kw_add(next, sizeof(next), p, n) < 0) {
+			store_txn_error(txn, "too many keywords");
+			return STORE_ERR_INVALID;
+		}
+		p += n;
+		while (*p == ' ')
+			p++;
+	}
+	if (nflags == m.flags && strcmp(next, cur) == 0)
+		return STORE_OK;
+	ret = txn->store->ops->set_flags(txn, mailbox_id, uid, nflags, next, &r->modseq);
+	if (ret != STORE_OK)
+		return ret;
+	r->flags = nflags;
+	(void)snprintf(r->keywords, sizeof(r->keywords), "%s", next);
+	r->changed = true;
+	return STORE_OK;
+}
+
+int
+store_txn_copy(struct store_txn *txn, int64_t from_mailbox, uint32_t uid, int64_t to_mailbox,
+               uint32_t *uid_r)
+{
+	uint32_t newuid = 0;
+	int ret;
+
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	ret = txn->store->ops->copy_message(txn, from_mailbox, uid, to_mailbox, &newuid);
+	if (ret == STORE_OK && uid_r != NULL)
+		*uid_r = newuid;
+	return ret;
+}
+
+int
+store_txn_blob_meta_set(struct store_txn *txn, const char *blob_id, const void *data,
+                        size_t len)
+{
+	if (!store__valid_blob_id(blob_id))
+		return store__txn_refuse(txn, blob_id, "invalid blob id");
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->blob_meta_set(txn, blob_id, data, len);
 }
 
 int
@@ -663,6 +888,43 @@ int
 store_message_list(struct store *store, int64_t mailbox_id, store_message_cb *cb, void *ctx)
 {
 	return store->ops->message_list(store, mailbox_id, cb, ctx);
+}
+
+int
+store_mailbox_get_id(struct store *store, int64_t mailbox_id, struct store_mailbox *r)
+{
+	return store->ops->mailbox_get_id(store, mailbox_id, r);
+}
+
+int
+store_mailbox_totals(struct store *store, int64_t mailbox_id, struct store_totals *r)
+{
+	memset(r, 0, sizeof(*r));
+	return store->ops->mailbox_totals(store, mailbox_id, r);
+}
+
+int
+store_message_range(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+                    store_message_cb *cb, void *ctx)
+{
+	return store->ops->message_range(store, mailbox_id, lo, hi, cb, ctx);
+}
+
+int
+store_mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
+                      store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+                      struct store_mailbox *mb_r)
+{
+	memset(mb_r, 0, sizeof(*mb_r));
+	return store->ops->mailbox_changes(store, mailbox_id, since, changed, expunged, ctx, mb_r);
+}
+
+int
+store_blob_meta_get(struct store *store, const char *blob_id, struct buf *out)
+{
+	if (!store__valid_blob_id(blob_id))
+		return 0;
+	return store->ops->blob_meta_get(store, blob_id, out);
 }
 
 int

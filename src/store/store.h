@@ -149,8 +149,72 @@ enum store_flag {
  * mailbox: assigns uid = UIDNEXT and a new MODSEQ. */
 int store_txn_deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id,
                       uint32_t flags, int64_t internaldate, uint32_t *uid_r);
-/* Removes one message (its blob loses a reference). */
+/* The same with IMAP keywords (space-separated, as store_keywords_valid() accepts; "" none). */
+int store_txn_append(struct store_txn *txn, int64_t mailbox_id, const char *blob_id,
+                     uint32_t flags, const char *keywords, int64_t internaldate,
+                     uint32_t *uid_r);
+/* Removes one message (its blob loses a reference) and records the expunge with a new MODSEQ,
+ * so that other sessions and QRESYNC clients learn of it. */
 int store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid);
+
+/* ---- Mailboxes and messages (IMAP) --------------------------------------------------------
+ * Mailbox names are checked by the protocol layer (hierarchy separator "/", no empty levels);
+ * the store compares them exactly except INBOX. Every change to a mailbox's messages takes the
+ * mailbox's next MODSEQ (RFC 7162). */
+
+/* Longest keyword list of one message, in bytes with NUL. */
+#define STORE_KEYWORDS_MAX 1024
+
+/* A new mailbox (subscribed) with a new UIDVALIDITY; special_use "" or "\\Sent" etc.
+ * STORE_ERR_EXISTS if the name is taken. */
+int store_txn_mailbox_create(struct store_txn *txn, int64_t account_id, const char *name,
+                             const char *special_use, int64_t *id_r);
+/* Removes a mailbox with its messages (their blobs lose a reference). */
+int store_txn_mailbox_delete(struct store_txn *txn, int64_t mailbox_id);
+/* Renames `from` and every mailbox below it ("from/..."). STORE_ERR_EXISTS if a target name
+ * is taken, STORE_ERR_NOTFOUND if `from` does not exist. Not for INBOX (the caller moves its
+ * messages instead, RFC 3501 6.3.5). */
+int store_txn_mailbox_rename(struct store_txn *txn, int64_t account_id, const char *from,
+                             const char *to);
+int store_txn_mailbox_subscribe(struct store_txn *txn, int64_t account_id, const char *name,
+                                bool on);
+enum store_flags_mode {
+	STORE_FLAGS_REPLACE, /* FLAGS */
+	STORE_FLAGS_ADD,     /* +FLAGS */
+	STORE_FLAGS_REMOVE,  /* -FLAGS */
+};
+/* A message's flags after store_txn_update_flags. */
+struct store_flags_result {
+	uint32_t flags;
+	char keywords[STORE_KEYWORDS_MAX];
+	uint64_t modseq;
+	bool changed;  /* a new MODSEQ was taken */
+	bool modified; /* refused by unchangedsince: nothing changed */
+};
+/* Changes a message's flags and keywords (space-separated) by mode. unchangedsince != 0: the
+ * change is refused (r->modified) when the message's MODSEQ is above it (RFC 7162
+ * UNCHANGEDSINCE). A change that changes nothing takes no new MODSEQ. Keywords beyond
+ * STORE_KEYWORDS_MAX are refused with STORE_ERR_INVALID. STORE_ERR_NOTFOUND if the message is
+ * gone. */
+int store_txn_update_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+                           enum store_flags_mode mode, uint32_t flags, const char *keywords,
+                           uint64_t unchangedsince, struct store_flags_result *r);
+/* Copies a message (same blob, flags, keywords, INTERNALDATE) into another mailbox. */
+int store_txn_copy(struct store_txn *txn, int64_t from_mailbox, uint32_t uid, int64_t to_mailbox,
+                   uint32_t *uid_r);
+/* Caches a message file's parsed MIME structure (mime_part_serialize), which never changes. */
+int store_txn_blob_meta_set(struct store_txn *txn, const char *blob_id, const void *data,
+                            size_t len);
+
+/* True when kw is a valid keyword list: atoms (RFC 3501 flag-keyword) separated by one space,
+ * no "\\", shorter than STORE_KEYWORDS_MAX. */
+bool store_keywords_valid(const char *kw);
+
+/* Called on the writer thread after a commit, once per mailbox whose messages a committed job
+ * changed (deliveries, expunges, flags, copies, deletion). Must only hand the news over. */
+typedef void store_change_fn(int64_t mailbox_id, void *ctx);
+/* Set once, before jobs run. */
+void store_set_change_hook(struct store *store, store_change_fn *fn, void *ctx);
 /* Puts a message for remote recipients into the outbound queue: one entry, one row per
  * recipient. Returns the queue id. */
 int store_txn_queue_add(struct store_txn *txn, const char *blob_id, const char *sender,
@@ -282,6 +346,14 @@ struct store_mailbox {
 	uint32_t uidnext;
 	uint64_t highestmodseq;
 	uint32_t messages; /* count */
+	bool subscribed;
+};
+
+struct store_totals {
+	uint32_t messages; /* count */
+	uint32_t unseen;   /* count without \\Seen */
+	uint32_t deleted;  /* count with \\Deleted */
+	uint64_t size;     /* bytes of all messages (STATUS SIZE, RFC 8438) */
 };
 
 struct store_message {
@@ -292,6 +364,7 @@ struct store_message {
 	int64_t internaldate;  /* seconds since the epoch */
 	uint32_t flags;        /* enum store_flag */
 	uint64_t modseq;
+	const char *keywords;  /* space-separated; valid during the callback only */
 };
 
 /* Callbacks return 0 to go on, non-zero to stop (which the list call then returns). */
@@ -300,6 +373,7 @@ typedef int store_account_cb(const struct store_account *account, void *ctx);
 typedef int store_alias_cb(const char *source, const char *target, void *ctx);
 typedef int store_mailbox_cb(const struct store_mailbox *mailbox, void *ctx);
 typedef int store_message_cb(const struct store_message *message, void *ctx);
+typedef int store_uid_cb(uint32_t uid, void *ctx);
 
 /* 1 = exists, 0 = does not, or a negative store_err. */
 int store_domain_exists(struct store *store, const char *domain);
@@ -317,6 +391,22 @@ int store_mailbox_list(struct store *store, int64_t account_id, store_mailbox_cb
 int store_mailbox_get(struct store *store, int64_t account_id, const char *name,
                       struct store_mailbox *r);
 int store_message_list(struct store *store, int64_t mailbox_id, store_message_cb *cb, void *ctx);
+/* 1 = found, 0 = gone, or a negative store_err. */
+int store_mailbox_get_id(struct store *store, int64_t mailbox_id, struct store_mailbox *r);
+int store_mailbox_totals(struct store *store, int64_t mailbox_id, struct store_totals *r);
+/* Messages with lo <= uid <= hi, by uid. */
+int store_message_range(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+                        store_message_cb *cb, void *ctx);
+/* What changed in a mailbox since MODSEQ `since`, from one consistent snapshot: *mb_r gets the
+ * mailbox, expunged() each uid expunged after since (not called when since is 0), changed()
+ * each message whose MODSEQ is above since (every message when since is 0: new ones, and ones
+ * whose flags changed), by uid. Either callback may be NULL. STORE_ERR_NOTFOUND when the
+ * mailbox is gone. */
+int store_mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
+                          store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+                          struct store_mailbox *mb_r);
+/* The cached MIME structure of a message file: 1 appended to out, 0 none cached. */
+int store_blob_meta_get(struct store *store, const char *blob_id, struct buf *out);
 /* Number of queue entries (messages), for tests and stats. */
 int store_queue_count(struct store *store, uint64_t *count_r);
 

@@ -78,7 +78,7 @@ struct store_ops {
 	                 const char *target);
 	int (*alias_remove)(struct store_txn *txn, const char *source, const char *target);
 	int (*deliver)(struct store_txn *txn, int64_t mailbox_id, const char *blob_id,
-	               uint32_t flags, int64_t internaldate, uint32_t *uid_r);
+	               uint32_t flags, const char *keywords, int64_t internaldate, uint32_t *uid_r);
 	int (*expunge)(struct store_txn *txn, int64_t mailbox_id, uint32_t uid);
 	int (*queue_add)(struct store_txn *txn, const char *blob_id, const char *sender,
 	                 const char *const *rcpts, const char *const *domains, size_t nrcpts,
@@ -123,11 +123,41 @@ struct store_ops {
 	int (*stale_list)(struct store *store, store_stale_cb *cb, void *ctx);
 	/* The text meta value of key into out: 1 found, 0 absent, or a negative store_err. */
 	int (*meta_get)(struct store *store, const char *key, char *out, size_t outsize);
+	/* Mailboxes and messages for IMAP (see store.h). */
+	int (*mailbox_create)(struct store_txn *txn, int64_t account_id, const char *name,
+	                      const char *special_use, int64_t *id_r);
+	int (*mailbox_delete)(struct store_txn *txn, int64_t mailbox_id);
+	int (*mailbox_rename)(struct store_txn *txn, int64_t account_id, const char *from,
+	                      const char *to);
+	int (*mailbox_subscribe)(struct store_txn *txn, int64_t account_id, const char *name,
+	                         bool on);
+	/* Writes flags and keywords as given with the mailbox's next MODSEQ. */
+	int (*set_flags)(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint32_t flags,
+	                 const char *keywords, uint64_t *modseq_r);
+	/* One message on the write connection; its keywords are copied into kw. */
+	int (*message_get_txn)(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+	                       struct store_message *m, char *kw, size_t kwsize);
+	int (*copy_message)(struct store_txn *txn, int64_t from_mailbox, uint32_t uid,
+	                    int64_t to_mailbox, uint32_t *uid_r);
+	int (*mailbox_get_id)(struct store *store, int64_t mailbox_id, struct store_mailbox *r);
+	int (*mailbox_totals)(struct store *store, int64_t mailbox_id, struct store_totals *r);
+	int (*message_range)(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+	                     store_message_cb *cb, void *ctx);
+	int (*mailbox_changes)(struct store *store, int64_t mailbox_id, uint64_t since,
+	                       store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+	                       struct store_mailbox *mb);
+	int (*blob_meta_get)(struct store *store, const char *blob_id, struct buf *out);
+	int (*blob_meta_set)(struct store_txn *txn, const char *blob_id, const void *data,
+	                     size_t len);
 	/* Database checks; calls blob_cb for every referenced blob. Returns problems or < 0. */
 	int (*check)(struct store *store, struct buf *report, store__blob_check_cb *blob_cb);
 };
 
 extern const struct store_ops store__sqlite_ops;
+
+/* Records that the running job changed mailbox_id; once the job's transaction commits, the
+ * change hook hears of it. */
+void store__txn_touch(struct store_txn *txn, int64_t mailbox_id);
 
 /* Counters for tests and stats; read with store__stats(). */
 struct store__stats {
@@ -169,6 +199,8 @@ struct store_job {
 	int result;     /* store_err */
 	char *error;    /* message of a failure, or NULL */
 	bool queued;    /* handed to store_submit */
+	int64_t *touched; /* mailboxes this job changed (store__txn_touch), for the change hook */
+	size_t ntouched, touched_cap;
 };
 
 struct store_txn {
@@ -204,6 +236,8 @@ struct store {
 	struct tpool *sync_pool;
 	bool sync_filesystem; /* store_options.sync_filesystem */
 	struct store__stats stats;
+	store_change_fn *change_hook; /* set before any job runs */
+	void *change_ctx;
 
 	/* Blobs alive in this process (created, not yet freed): the orphan sweep never touches
 	 * their files, whatever their age. */

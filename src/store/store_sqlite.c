@@ -82,13 +82,29 @@ enum sqlite__st {
 	ST_STALE_LIST,
 	ST_META_BUMP,
 	ST_META_GET,
+	ST_MAILBOX_GET_ID,
+	ST_MAILBOX_DELETE,
+	ST_MAILBOX_RENAME,
+	ST_MAILBOX_SUBSCRIBE,
+	ST_MAILBOX_NEXT_MODSEQ,
+	ST_MAILBOX_TOTALS,
+	ST_MESSAGE_GET,
+	ST_MESSAGE_SET_FLAGS,
+	ST_MESSAGE_CHANGES,
+	ST_MESSAGE_RANGE,
+	ST_EXPUNGED_INSERT,
+	ST_EXPUNGED_SINCE,
+	ST_BLOB_META_GET,
+	ST_BLOB_META_SET,
 	ST_COUNT
 };
 
 #define SQLITE__ACCOUNT_COLS "a.id, a.domain_id, a.address, a.pwhash, a.created, a.disabled"
 #define SQLITE__MAILBOX_COLS                                                                  \
 	"mb.id, mb.account_id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext, "          \
-	"mb.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = mb.id)"
+	"mb.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = mb.id), "      \
+	"mb.subscribed"
+#define SQLITE__MESSAGE_COLS "mailbox_id, uid, blob_id, size, internaldate, flags, modseq, keywords"
 
 #define SQLITE__QRCPT_COLS                                                                    \
 	"r.id, r.queue_id, q.blob_id, q.sender, r.rcpt, r.domain, q.priority, r.state, q.held, "  \
@@ -141,10 +157,10 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_MAILBOX_GET] = "SELECT " SQLITE__MAILBOX_COLS " FROM mailboxes mb "
 	                   "WHERE mb.account_id = ?1 AND mb.name = ?2",
 	[ST_MESSAGE_INSERT] = "INSERT INTO messages (mailbox_id, uid, blob_id, size, internaldate, "
-	                      "flags, keywords, modseq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7)",
+	                      "flags, keywords, modseq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7)",
 	[ST_MESSAGE_DELETE] = "DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
-	[ST_MESSAGE_LIST] = "SELECT mailbox_id, uid, blob_id, size, internaldate, flags, modseq "
-	                    "FROM messages WHERE mailbox_id = ?1 ORDER BY uid",
+	[ST_MESSAGE_LIST] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages WHERE mailbox_id = ?1 "
+	                    "ORDER BY uid",
 	[ST_QUEUE_INSERT] = "INSERT INTO queue (blob_id, sender, created, priority, held, size) "
 	                    "VALUES (?1, ?2, ?3, ?4, 0, ?5)",
 	[ST_QUEUE_RCPT_INSERT] = "INSERT INTO queue_rcpts (queue_id, rcpt, domain, state, "
@@ -184,6 +200,35 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_META_BUMP] = "INSERT INTO meta (key, value) VALUES (?1, '1') ON CONFLICT(key) DO "
 	                 "UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
 	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+	[ST_MAILBOX_GET_ID] = "SELECT " SQLITE__MAILBOX_COLS " FROM mailboxes mb WHERE mb.id = ?1",
+	[ST_MAILBOX_DELETE] = "DELETE FROM mailboxes WHERE id = ?1",
+	/* The mailbox and its children ("a/b" moves "a/b/c" too); names compare exactly. */
+	[ST_MAILBOX_RENAME] = "UPDATE mailboxes SET name = ?3 || substr(name, length(?2) + 1) "
+	                      "WHERE account_id = ?1 AND (name = ?2 OR "
+	                      "substr(name, 1, length(?2) + 1) = ?2 || '/')",
+	[ST_MAILBOX_SUBSCRIBE] = "UPDATE mailboxes SET subscribed = ?3 "
+	                         "WHERE account_id = ?1 AND name = ?2",
+	[ST_MAILBOX_NEXT_MODSEQ] = "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 "
+	                           "WHERE id = ?1 RETURNING highestmodseq",
+	[ST_MAILBOX_TOTALS] = "SELECT count(*), coalesce(sum((flags & 1) = 0), 0), "
+	                      "coalesce(sum(size), 0), coalesce(sum((flags & 8) != 0), 0) "
+	                      "FROM messages WHERE mailbox_id = ?1",
+	[ST_MESSAGE_GET] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages "
+	                   "WHERE mailbox_id = ?1 AND uid = ?2",
+	[ST_MESSAGE_SET_FLAGS] = "UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5 "
+	                         "WHERE mailbox_id = ?1 AND uid = ?2",
+	[ST_MESSAGE_CHANGES] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages "
+	                       "WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
+	[ST_MESSAGE_RANGE] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages "
+	                     "WHERE mailbox_id = ?1 AND uid >= ?2 AND uid <= ?3 ORDER BY uid",
+	[ST_EXPUNGED_INSERT] = "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
+	                       "VALUES (?1, ?2, ?3)",
+	[ST_EXPUNGED_SINCE] = "SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 "
+	                      "ORDER BY uid",
+	[ST_BLOB_META_GET] = "SELECT mime FROM blob_meta WHERE blob_id = ?1",
+	/* Only for a blob that is still there: a row for a collected one would never go. */
+	[ST_BLOB_META_SET] = "INSERT OR REPLACE INTO blob_meta (blob_id, mime) "
+	                     "SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?1)",
 };
 
 struct sqlite__conn {
@@ -935,7 +980,7 @@ sqlite__alias_remove(struct store_txn *txn, const char *source, const char *targ
 
 static int
 sqlite__deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id, uint32_t flags,
-                int64_t internaldate, uint32_t *uid_r)
+                const char *keywords, int64_t internaldate, uint32_t *uid_r)
 {
 	sqlite3_stmt *st;
 	int64_t uidnext = 0, modseq = 0;
@@ -977,18 +1022,79 @@ sqlite__deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id, 
 	sqlite3_bind_int64(st, 5, internaldate);
 	sqlite3_bind_int64(st, 6, flags);
 	sqlite3_bind_int64(st, 7, modseq);
+	sqlite__bind_text(st, 8, keywords != NULL ? keywords : "");
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot add message");
 	*uid_r = (uint32_t)uidnext;
+	store__txn_touch(txn, mailbox_id);
 	return STORE_OK;
+}
+
+static const char *
+sqlite__col_text(sqlite3_stmt *st, int i)
+{
+	const char *s = (const char *)sqlite3_column_text(st, i);
+
+	return s != NULL ? s : "";
+}
+
+/* Copies a text column into a fixed field; STORE_ERR_IO if the row holds something longer
+ * than any value we write (a truncated password hash must not be used). */
+static int
+sqlite__copy(char *dst, size_t size, sqlite3_stmt *st, int i)
+{
+	if (str_copy(dst, size, sqlite__col_text(st, i)) < 0) {
+		log_warn("event=store_read result=failed error=\"value too long in column %s\"",
+		         sqlite3_column_name(st, i));
+		return STORE_ERR_IO;
+	}
+	return STORE_OK;
+}
+
+/* Fills m from a row of SQLITE__MESSAGE_COLS; m->keywords points into the row. */
+static int
+sqlite__fill_message(sqlite3_stmt *st, struct store_message *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->mailbox_id = sqlite3_column_int64(st, 0);
+	m->uid = (uint32_t)sqlite3_column_int64(st, 1);
+	m->size = (uint64_t)sqlite3_column_int64(st, 3);
+	m->internaldate = sqlite3_column_int64(st, 4);
+	m->flags = (uint32_t)sqlite3_column_int64(st, 5);
+	m->modseq = (uint64_t)sqlite3_column_int64(st, 6);
+	m->keywords = sqlite__col_text(st, 7);
+	return sqlite__copy(m->blob_id, sizeof(m->blob_id), st, 2);
+}
+
+/* Takes the mailbox's next MODSEQ (RFC 7162): every change gets its own. */
+static int
+sqlite__next_modseq(struct store_txn *txn, int64_t mailbox_id, uint64_t *modseq_r)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_MAILBOX_NEXT_MODSEQ);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*modseq_r = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite__done(st);
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	if (rc == SQLITE_DONE) {
+		store_txn_error(txn, "mailbox %lld does not exist", (long long)mailbox_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	return sqlite__txn_fail(txn, rc, "cannot update mailbox");
 }
 
 static int
 sqlite__expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 {
 	sqlite3_stmt *st;
-	int rc;
+	uint64_t modseq = 0;
+	int ret, rc;
 
 	SQLITE__STMT(txn, st, ST_MESSAGE_DELETE);
 	sqlite3_bind_int64(st, 1, mailbox_id);
@@ -1000,12 +1106,208 @@ sqlite__expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
 		return STORE_ERR_NOTFOUND;
 	}
-	/* An expunge is a change CONDSTORE/QRESYNC clients must see (RFC 7162 3.2.10). */
-	SQLITE__STMT(txn, st, ST_MAILBOX_BUMP_MODSEQ);
+	/* An expunge is a change CONDSTORE/QRESYNC clients must see (RFC 7162 3.2.10); other
+	 * sessions learn from the expunged row which of their messages went. */
+	ret = sqlite__next_modseq(txn, mailbox_id, &modseq);
+	if (ret != STORE_OK)
+		return ret;
+	SQLITE__STMT(txn, st, ST_EXPUNGED_INSERT);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, uid);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)modseq);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot record expunge");
+	store__txn_touch(txn, mailbox_id);
+	return STORE_OK;
+}
+
+/* ---- Mailboxes and messages for IMAP ---------------------------------------------------- */
+
+static int
+sqlite__mailbox_create(struct store_txn *txn, int64_t account_id, const char *name,
+                       const char *special_use, int64_t *id_r)
+{
+	sqlite3_stmt *st;
+	uint32_t uidvalidity = (uint32_t)txn->now;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_MAILBOX_INSERT);
+	sqlite3_bind_int64(st, 1, account_id);
+	sqlite__bind_text(st, 2, name);
+	sqlite__bind_text(st, 3, special_use != NULL ? special_use : "");
+	sqlite3_bind_int64(st, 4, uidvalidity != 0 ? uidvalidity : 1);
+	rc = sqlite__run(st);
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		store_txn_error(txn, "mailbox %s already exists", name);
+		return STORE_ERR_EXISTS;
+	}
+	if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+		store_txn_error(txn, "no such account");
+		return STORE_ERR_NOTFOUND;
+	}
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot create mailbox");
+	*id_r = sqlite3_last_insert_rowid(sqlite__w(txn)->db);
+	return STORE_OK;
+}
+
+static int
+sqlite__mailbox_delete(struct store_txn *txn, int64_t mailbox_id)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_MAILBOX_DELETE);
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
-		return sqlite__txn_fail(txn, rc, "cannot update mailbox");
+		return sqlite__txn_fail(txn, rc, "cannot delete mailbox");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "mailbox %lld does not exist", (long long)mailbox_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	store__txn_touch(txn, mailbox_id);
+	return STORE_OK;
+}
+
+static int
+sqlite__mailbox_rename(struct store_txn *txn, int64_t account_id, const char *from,
+                       const char *to)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_MAILBOX_RENAME);
+	sqlite3_bind_int64(st, 1, account_id);
+	sqlite__bind_text(st, 2, from);
+	sqlite__bind_text(st, 3, to);
+	rc = sqlite__run(st);
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		store_txn_error(txn, "mailbox %s already exists", to);
+		return STORE_ERR_EXISTS;
+	}
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot rename mailbox");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "mailbox %s does not exist", from);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+static int
+sqlite__mailbox_subscribe(struct store_txn *txn, int64_t account_id, const char *name, bool on)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_MAILBOX_SUBSCRIBE);
+	sqlite3_bind_int64(st, 1, account_id);
+	sqlite__bind_text(st, 2, name);
+	sqlite3_bind_int64(st, 3, on ? 1 : 0);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot subscribe");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "mailbox %s does not exist", name);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+/* Reads one message on the write connection; keywords are copied into kw (kwsize bytes). */
+static int
+sqlite__txn_message(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+                    struct store_message *m, char *kw, size_t kwsize)
+{
+	sqlite3_stmt *st;
+	int rc, ret = STORE_OK;
+
+	SQLITE__STMT(txn, st, ST_MESSAGE_GET);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, uid);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		ret = sqlite__fill_message(st, m);
+		if (ret == STORE_OK && str_copy(kw, kwsize, m->keywords) < 0)
+			ret = STORE_ERR_INVALID;
+		m->keywords = kw;
+	}
+	sqlite__done(st);
+	if (rc == SQLITE_DONE) {
+		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	if (rc != SQLITE_ROW)
+		return sqlite__txn_fail(txn, rc, "cannot read message");
+	if (ret != STORE_OK)
+		store_txn_error(txn, "message %u has oversized keywords", uid);
+	return ret;
+}
+
+static int
+sqlite__message_get_txn(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
+                        struct store_message *m, char *kw, size_t kwsize)
+{
+	return sqlite__txn_message(txn, mailbox_id, uid, m, kw, kwsize);
+}
+
+static int
+sqlite__set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint32_t flags,
+                  const char *keywords, uint64_t *modseq_r)
+{
+	sqlite3_stmt *st;
+	uint64_t modseq = 0;
+	int ret, rc;
+
+	ret = sqlite__next_modseq(txn, mailbox_id, &modseq);
+	if (ret != STORE_OK)
+		return ret;
+	SQLITE__STMT(txn, st, ST_MESSAGE_SET_FLAGS);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, uid);
+	sqlite3_bind_int64(st, 3, flags);
+	sqlite__bind_text(st, 4, keywords);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)modseq);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot store flags");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
+		return STORE_ERR_NOTFOUND;
+	}
+	*modseq_r = modseq;
+	store__txn_touch(txn, mailbox_id);
+	return STORE_OK;
+}
+
+static int
+sqlite__copy_message(struct store_txn *txn, int64_t from_mailbox, uint32_t uid,
+                     int64_t to_mailbox, uint32_t *uid_r)
+{
+	struct store_message m;
+	char kw[STORE_KEYWORDS_MAX];
+	int ret;
+
+	ret = sqlite__txn_message(txn, from_mailbox, uid, &m, kw, sizeof(kw));
+	if (ret != STORE_OK)
+		return ret;
+	return sqlite__deliver(txn, to_mailbox, m.blob_id, m.flags, kw, m.internaldate, uid_r);
+}
+
+static int
+sqlite__blob_meta_set(struct store_txn *txn, const char *blob_id, const void *data, size_t len)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_BLOB_META_SET);
+	sqlite__bind_text(st, 1, blob_id);
+	sqlite3_bind_blob(st, 2, data, (int)len, SQLITE_STATIC);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot store message structure");
 	return STORE_OK;
 }
 
@@ -1100,27 +1402,6 @@ sqlite__read_end(struct sqlite__read *r, int rc, int ret)
 	sqlite__done(r->st);
 	sqlite__reader_put(r->store, r->c);
 	return ret;
-}
-
-static const char *
-sqlite__col_text(sqlite3_stmt *st, int i)
-{
-	const char *s = (const char *)sqlite3_column_text(st, i);
-
-	return s != NULL ? s : "";
-}
-
-/* Copies a text column into a fixed field; STORE_ERR_IO if the row holds something longer
- * than any value we write (a truncated password hash must not be used). */
-static int
-sqlite__copy(char *dst, size_t size, sqlite3_stmt *st, int i)
-{
-	if (str_copy(dst, size, sqlite__col_text(st, i)) < 0) {
-		log_warn("event=store_read result=failed error=\"value too long in column %s\"",
-		         sqlite3_column_name(st, i));
-		return STORE_ERR_IO;
-	}
-	return STORE_OK;
 }
 
 static int
@@ -1256,6 +1537,7 @@ sqlite__fill_mailbox(sqlite3_stmt *st, struct store_mailbox *m)
 	m->uidnext = (uint32_t)MIN(sqlite3_column_int64(st, 5), (sqlite3_int64)UINT32_MAX);
 	m->highestmodseq = (uint64_t)sqlite3_column_int64(st, 6);
 	m->messages = (uint32_t)sqlite3_column_int64(st, 7);
+	m->subscribed = sqlite3_column_int64(st, 8) != 0;
 	if (sqlite__copy(m->name, sizeof(m->name), st, 2) < 0 ||
 	    sqlite__copy(m->special_use, sizeof(m->special_use), st, 3) < 0)
 		return STORE_ERR_IO;
@@ -1304,10 +1586,27 @@ sqlite__mailbox_get(struct store *store, int64_t account_id, const char *name,
 	return sqlite__read_end(&r, rc, ret);
 }
 
+/* Steps a statement of messages, calling cb for each row. */
+static int
+sqlite__each_message(sqlite3_stmt *st, store_message_cb *cb, void *ctx, int *rc_r)
+{
+	struct store_message m;
+	int rc, ret = STORE_OK;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ret = sqlite__fill_message(st, &m);
+		if (ret == STORE_OK)
+			ret = cb(&m, ctx);
+		if (ret != 0)
+			break;
+	}
+	*rc_r = rc;
+	return ret;
+}
+
 static int
 sqlite__message_list(struct store *store, int64_t mailbox_id, store_message_cb *cb, void *ctx)
 {
-	struct store_message m;
 	struct sqlite__read r;
 	int rc, ret;
 
@@ -1315,19 +1614,147 @@ sqlite__message_list(struct store *store, int64_t mailbox_id, store_message_cb *
 	if (ret != STORE_OK)
 		return ret;
 	sqlite3_bind_int64(r.st, 1, mailbox_id);
-	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
-		memset(&m, 0, sizeof(m));
-		m.mailbox_id = sqlite3_column_int64(r.st, 0);
-		m.uid = (uint32_t)sqlite3_column_int64(r.st, 1);
-		m.size = (uint64_t)sqlite3_column_int64(r.st, 3);
-		m.internaldate = sqlite3_column_int64(r.st, 4);
-		m.flags = (uint32_t)sqlite3_column_int64(r.st, 5);
-		m.modseq = (uint64_t)sqlite3_column_int64(r.st, 6);
-		ret = sqlite__copy(m.blob_id, sizeof(m.blob_id), r.st, 2);
+	ret = sqlite__each_message(r.st, cb, ctx, &rc);
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__mailbox_get_id(struct store *store, int64_t mailbox_id, struct store_mailbox *m)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_MAILBOX_GET_ID);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(r.st, 1, mailbox_id);
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW) {
+		ret = sqlite__fill_mailbox(r.st, m);
 		if (ret == STORE_OK)
-			ret = cb(&m, ctx);
-		if (ret != 0)
-			break;
+			ret = 1;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+static int
+sqlite__mailbox_totals(struct store *store, int64_t mailbox_id, struct store_totals *t)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_MAILBOX_TOTALS);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(r.st, 1, mailbox_id);
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW) {
+		t->messages = (uint32_t)sqlite3_column_int64(r.st, 0);
+		t->unseen = (uint32_t)sqlite3_column_int64(r.st, 1);
+		t->size = (uint64_t)sqlite3_column_int64(r.st, 2);
+		t->deleted = (uint32_t)sqlite3_column_int64(r.st, 3);
+	}
+	return sqlite__read_end(&r, rc, STORE_OK);
+}
+
+static int
+sqlite__message_range(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+                      store_message_cb *cb, void *ctx)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_MESSAGE_RANGE);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(r.st, 1, mailbox_id);
+	sqlite3_bind_int64(r.st, 2, lo);
+	sqlite3_bind_int64(r.st, 3, hi);
+	ret = sqlite__each_message(r.st, cb, ctx, &rc);
+	return sqlite__read_end(&r, rc, ret);
+}
+
+/* The mailbox row, its expunges and its changed messages, all from one read snapshot, so a
+ * session's view moves from one committed state to the next. */
+static int
+sqlite__mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
+                        store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+                        struct store_mailbox *mb)
+{
+	struct sqlite__conn *c = sqlite__reader_get(store);
+	sqlite3_stmt *st;
+	int rc, ret = STORE_OK;
+
+	if (c == NULL)
+		return STORE_ERR_IO;
+	rc = sqlite__exec(c->db, "BEGIN");
+	if (rc != SQLITE_OK) {
+		ret = sqlite__err(c->db, rc);
+		sqlite__reader_put(store, c);
+		return ret;
+	}
+	st = sqlite__stmt(c, ST_MAILBOX_GET_ID);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		ret = sqlite__fill_mailbox(st, mb);
+	sqlite__done(st);
+	if (rc == SQLITE_DONE)
+		ret = STORE_ERR_NOTFOUND;
+	else if (rc != SQLITE_ROW)
+		ret = sqlite__err(c->db, rc);
+	if (ret == STORE_OK && since > 0 && expunged != NULL) {
+		st = sqlite__stmt(c, ST_EXPUNGED_SINCE);
+		if (st == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 1, mailbox_id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)since);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			ret = expunged((uint32_t)sqlite3_column_int64(st, 0), ctx);
+			if (ret != 0)
+				break;
+		}
+		if (ret == STORE_OK && rc != SQLITE_DONE)
+			ret = sqlite__err(c->db, rc);
+		sqlite__done(st);
+	}
+	if (ret == STORE_OK && changed != NULL) {
+		st = sqlite__stmt(c, since > 0 ? ST_MESSAGE_CHANGES : ST_MESSAGE_LIST);
+		if (st == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 1, mailbox_id);
+		if (since > 0)
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)since);
+		ret = sqlite__each_message(st, changed, ctx, &rc);
+		if (ret == STORE_OK && rc != SQLITE_DONE)
+			ret = sqlite__err(c->db, rc);
+		sqlite__done(st);
+	}
+	(void)sqlite__exec(c->db, "COMMIT");
+	sqlite__reader_put(store, c);
+	return ret;
+fail:
+	(void)sqlite__exec(c->db, "COMMIT");
+	sqlite__reader_put(store, c);
+	return STORE_ERR_IO;
+}
+
+static int
+sqlite__blob_meta_get(struct store *store, const char *blob_id, struct buf *out)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_BLOB_META_GET);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite__bind_text(r.st, 1, blob_id);
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW) {
+		buf_append(out, sqlite3_column_blob(r.st, 0), (size_t)sqlite3_column_bytes(r.st, 0));
+		ret = 1;
 	}
 	return sqlite__read_end(&r, rc, ret);
 }
@@ -1857,6 +2284,19 @@ const struct store_ops store__sqlite_ops = {
 	.mailbox_list = sqlite__mailbox_list,
 	.mailbox_get = sqlite__mailbox_get,
 	.message_list = sqlite__message_list,
+	.mailbox_create = sqlite__mailbox_create,
+	.mailbox_delete = sqlite__mailbox_delete,
+	.mailbox_rename = sqlite__mailbox_rename,
+	.mailbox_subscribe = sqlite__mailbox_subscribe,
+	.set_flags = sqlite__set_flags,
+	.message_get_txn = sqlite__message_get_txn,
+	.copy_message = sqlite__copy_message,
+	.mailbox_get_id = sqlite__mailbox_get_id,
+	.mailbox_totals = sqlite__mailbox_totals,
+	.message_range = sqlite__message_range,
+	.mailbox_changes = sqlite__mailbox_changes,
+	.blob_meta_get = sqlite__blob_meta_get,
+	.blob_meta_set = sqlite__blob_meta_set,
 	.queue_count = sqlite__queue_count,
 	.ban_set = sqlite__ban_set,
 	.ban_remove = sqlite__ban_remove,

@@ -75,6 +75,7 @@ store_job_free(struct store_job **jobp)
 	for (size_t i = 0; i < job->nblobs; i++)
 		store__blob_destroy(job->blobs[i]);
 	free(job->blobs);
+	free(job->touched);
 	free(job->error);
 	free(job);
 	*jobp = NULL;
@@ -392,8 +393,42 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 			store->gc_check = true;
 	}
 	pthread_mutex_unlock(&store->lock);
+	/* Before done: a session answered from done must find the others told already. */
+	if (committed && store->change_hook != NULL) {
+		for (size_t i = 0; i < n; i++) {
+			if (jobs[i]->result != STORE_OK)
+				continue;
+			for (size_t j = 0; j < jobs[i]->ntouched; j++)
+				store->change_hook(jobs[i]->touched[j], store->change_ctx);
+		}
+	}
 	for (size_t i = 0; i < n; i++)
 		jobs[i]->done(jobs[i], jobs[i]->ctx);
+}
+
+void
+store__txn_touch(struct store_txn *txn, int64_t mailbox_id)
+{
+	struct store_job *job = txn->job;
+
+	if (job == NULL)
+		return;
+	for (size_t i = 0; i < job->ntouched; i++) {
+		if (job->touched[i] == mailbox_id)
+			return;
+	}
+	if (job->ntouched == job->touched_cap) {
+		job->touched_cap = job->touched_cap == 0 ? 4 : job->touched_cap * 2;
+		job->touched = xrealloc(job->touched, job->touched_cap * sizeof(*job->touched));
+	}
+	job->touched[job->ntouched++] = mailbox_id;
+}
+
+void
+store_set_change_hook(struct store *store, store_change_fn *fn, void *ctx)
+{
+	store->change_hook = fn;
+	store->change_ctx = ctx;
 }
 
 /* ---- Submission ------------------------------------------------------------------------- */
