@@ -44,6 +44,7 @@
 #define MAX_SAMPLES       (4u << 20)    /* latency samples kept per command type */
 #define TRACE_RING        4096          /* bytes of recent transcript kept per connection */
 #define MAX_REPORTED      5             /* failures printed in full, with transcript */
+#define TRACE_UNTAGGED    8             /* untagged responses per command in the transcript */
 #define DRAIN_SECONDS     30            /* after the end, time to finish sessions and LOG OUT */
 #define FETCH_HEADERS     5             /* messages per FETCH (BODY.PEEK[HEADER]) */
 #define LITERAL_MINUS_MAX 4096          /* RFC 7888: LITERAL- allows {n+} up to this size */
@@ -105,7 +106,7 @@ struct conn {
 	size_t in_len, in_cap;    /* bytes */
 	uint64_t literal_left;    /* bytes of a server literal still to skip */
 	bool continued;           /* the current response continues after a literal */
-	bool first_is_fetch;      /* current untagged response is "* n FETCH" */
+	unsigned untagged;        /* untagged responses since the command was sent */
 
 	uint8_t *out;             /* bytes queued for the server */
 	size_t out_len, out_off, out_cap;
@@ -124,6 +125,7 @@ struct conn {
 	unsigned long search_uid;
 	unsigned append_count;    /* fill mode: messages appended by this connection */
 	unsigned msg_counter;     /* unique Message-IDs */
+	unsigned cmd_errors;      /* NO/BAD/invalid answers since the connection was opened */
 
 	char trace[TRACE_RING];   /* ring of recent transcript lines */
 	size_t trace_pos;
@@ -180,7 +182,10 @@ static struct {
 	uint64_t drain_end_us;
 	bool window_open;
 	bool ending;            /* no new sessions or cycles */
-	unsigned long sessions_started, sessions_done, sessions_failed;
+	unsigned long sessions_started;
+	unsigned long sessions_done;   /* complete, every command answered OK */
+	unsigned long sessions_errors; /* complete, but some command answered NO or BAD */
+	unsigned long sessions_failed; /* cut short: connection, protocol or login failure */
 	unsigned opened, active, idling, logged_in;
 	unsigned long conn_errors, proto_errors, timeouts, closed_by_server;
 	unsigned reported;
@@ -291,6 +296,21 @@ user_name(unsigned u, char *dst, size_t size)
 
 /* ------------------------------------------------------------------------------------------ */
 /* transcript */
+
+/* At most 160 bytes of p, control and 8-bit bytes as '?'; valid until the next call. */
+static const char *
+printable(const uint8_t *p, size_t len)
+{
+	static char buf[161];
+	size_t i;
+
+	if (len > sizeof(buf) - 1)
+		len = sizeof(buf) - 1;
+	for (i = 0; i < len; i++)
+		buf[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+	buf[len] = '\0';
+	return buf;
+}
 
 static void
 trace_add(struct conn *c, const char *who, const uint8_t *p, size_t len)
@@ -432,6 +452,7 @@ send_cmd(struct conn *c, const char *fmt, ...)
 	line[n++] = '\n';
 	out_add(c, line, (size_t)n);
 	c->state = CS_COMMAND;
+	c->untagged = 0;
 	c->fetch_responses = 0;
 	c->literal_bytes = 0;
 	c->saw_exists = false;
@@ -635,6 +656,7 @@ conn_open(struct conn *c)
 	c->exists = -1;
 	c->saw_bye = false;
 	c->append_uid = 0;
+	c->cmd_errors = 0;
 	c->want_write = true;
 	c->sent_us = now_us();
 	c->deadline_us = c->sent_us + (uint64_t)(opt.cmd_timeout * 1e6);
@@ -725,6 +747,7 @@ send_append(struct conn *c, const struct gen *msg)
 		c->state = CS_APPEND_WAIT;
 	}
 	c->append_uid = 0;
+	c->untagged = 0;
 	c->fetch_responses = 0;
 	c->literal_bytes = 0;
 	c->sent_us = now_us();
@@ -830,8 +853,12 @@ conn_next(struct conn *c)
 {
 	switch (opt.mode) {
 	case MODE_SESSIONS:
-		if (g.window_open && !g.ending)
-			g.sessions_done++;
+		if (g.window_open && !g.ending) {
+			if (c->cmd_errors == 0)
+				g.sessions_done++;
+			else
+				g.sessions_errors++;
+		}
 		conn_close(c, false);
 		return;
 	case MODE_COMMANDS:
@@ -925,7 +952,6 @@ on_untagged(struct conn *c, const uint8_t *p, size_t len)
 	size_t used;
 	unsigned long n;
 
-	c->first_is_fetch = false;
 	if (c->state == CS_GREETING) {
 		if (starts_with_ci(p, len, "OK")) {
 			maybe_caps_code(p, len);
@@ -967,7 +993,6 @@ on_untagged(struct conn *c, const uint8_t *p, size_t len)
 			c->exists--;
 	} else if (starts_with_ci(p, len, "FETCH")) {
 		c->fetch_responses++;
-		c->first_is_fetch = true;
 	}
 }
 
@@ -1029,6 +1054,7 @@ on_tagged(struct conn *c, const uint8_t *p, size_t len)
 		why = check_ok(c, k);
 		if (why != NULL) {
 			s->invalid++;
+			c->cmd_errors++;
 			report(c, "OK, but %s", why);
 		}
 		s->ok++;
@@ -1041,7 +1067,8 @@ on_tagged(struct conn *c, const uint8_t *p, size_t len)
 			s->bad++;
 		else
 			s->no++;
-		report(c, "tagged %s", bad ? "BAD" : "NO");
+		c->cmd_errors++;
+		report(c, "tagged %s: %s", bad ? "BAD" : "NO", printable(p, len));
 		if (k == CMD_LOGIN || k == CMD_SELECT || k == CMD_IDLE || opt.mode == MODE_FILL) {
 			/* nothing sensible can follow */
 			conn_close(c, true);
@@ -1176,8 +1203,14 @@ conn_parse(struct conn *c)
 			len--;
 		first = !c->continued;
 		lit = literal_size(c->in + pos, len);
-		if (first || c->trace_live)
+		/* The transcript keeps the first untagged responses of a command, and every
+		 * other line, so that 200 lines of FETCH FLAGS do not push out the rest. */
+		if (first && len >= 2 && c->in[pos] == '*' && c->in[pos + 1] == ' ')
+			c->untagged++;
+		if (c->trace_live || (first && c->untagged <= TRACE_UNTAGGED))
 			trace_add(c, "S", c->in + pos, len);
+		else if (first && c->untagged == TRACE_UNTAGGED + 1)
+			trace_add(c, "S", (const uint8_t *)"... (more untagged responses)", 29);
 		c->continued = lit >= 0;
 		if (lit >= 0) {
 			c->literal_left = (uint64_t)lit;
@@ -1553,9 +1586,11 @@ print_results(double window_s)
 		    s->bad, s->invalid);
 	}
 	if (opt.mode == MODE_SESSIONS)
-		printf("sessions done=%lu per_s=%.2f failed=%lu seconds=%.2f clients=%u\n",
-		    g.sessions_done, window_s > 0 ? g.sessions_done / window_s : 0, g.sessions_failed,
-		    window_s, opt.clients);
+		printf("sessions done=%lu per_s=%.2f with_errors=%lu with_errors_per_s=%.2f failed=%lu "
+		    "seconds=%.2f clients=%u\n", g.sessions_done,
+		    window_s > 0 ? g.sessions_done / window_s : 0, g.sessions_errors,
+		    window_s > 0 ? g.sessions_errors / window_s : 0, g.sessions_failed, window_s,
+		    opt.clients);
 	if (opt.mode == MODE_COMMANDS)
 		printf("commands total=%" PRIu64 " per_s=%.1f seconds=%.2f clients=%u\n", total,
 		    window_s > 0 ? total / window_s : 0, window_s, opt.clients);
