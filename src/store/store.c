@@ -741,6 +741,16 @@ store_txn_blob_meta_set(struct store_txn *txn, const char *blob_id, const void *
 int
 store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 {
+	int ret = store_txn_expunge_quiet(txn, mailbox_id, uid);
+
+	if (ret == STORE_ERR_NOTFOUND)
+		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
+	return ret;
+}
+
+int
+store_txn_expunge_quiet(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
+{
 	if (store__txn_usable(txn) < 0)
 		return STORE_ERR_IO;
 	return txn->store->ops->expunge(txn, mailbox_id, uid);

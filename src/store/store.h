@@ -156,6 +156,10 @@ int store_txn_append(struct store_txn *txn, int64_t mailbox_id, const char *blob
 /* Removes one message (its blob loses a reference) and records the expunge with a new MODSEQ,
  * so that other sessions and QRESYNC clients learn of it. */
 int store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid);
+/* The same, but a message that is gone (another session expunged it) returns
+ * STORE_ERR_NOTFOUND without failing the job, which may go on. So do store_txn_update_flags
+ * and store_txn_copy. */
+int store_txn_expunge_quiet(struct store_txn *txn, int64_t mailbox_id, uint32_t uid);
 
 /* ---- Mailboxes and messages (IMAP) --------------------------------------------------------
  * Mailbox names are checked by the protocol layer (hierarchy separator "/", no empty levels);

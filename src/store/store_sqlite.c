@@ -1102,10 +1102,8 @@ sqlite__expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot expunge");
-	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
-		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
-		return STORE_ERR_NOTFOUND;
-	}
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0)
+		return STORE_ERR_NOTFOUND; /* quiet: the caller decides (store.h) */
 	/* An expunge is a change CONDSTORE/QRESYNC clients must see (RFC 7162 3.2.10); other
 	 * sessions learn from the expunged row which of their messages went. */
 	ret = sqlite__next_modseq(txn, mailbox_id, &modseq);
@@ -1235,10 +1233,8 @@ sqlite__txn_message(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
 		m->keywords = kw;
 	}
 	sqlite__done(st);
-	if (rc == SQLITE_DONE) {
-		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
-		return STORE_ERR_NOTFOUND;
-	}
+	if (rc == SQLITE_DONE)
+		return STORE_ERR_NOTFOUND; /* quiet: the caller decides (store.h) */
 	if (rc != SQLITE_ROW)
 		return sqlite__txn_fail(txn, rc, "cannot read message");
 	if (ret != STORE_OK)
@@ -1273,10 +1269,8 @@ sqlite__set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint3
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot store flags");
-	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
-		store_txn_error(txn, "no message %u in mailbox %lld", uid, (long long)mailbox_id);
-		return STORE_ERR_NOTFOUND;
-	}
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0)
+		return STORE_ERR_NOTFOUND; /* quiet: the caller decides (store.h) */
 	*modseq_r = modseq;
 	store__txn_touch(txn, mailbox_id);
 	return STORE_OK;
