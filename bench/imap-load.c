@@ -711,11 +711,22 @@ stats_add(enum cmd k, uint64_t lat_us)
 	}
 }
 
-/* A random message number of the selected mailbox (1-based). */
+/* Messages that FETCH and STORE pick from: the first -m of the mailbox, the pre-filled ones.
+ * Only appended messages are ever expunged, and they come after those, so these sequence
+ * numbers stay valid even while another client of the same user expunges. */
+static unsigned long
+pick_range(const struct conn *c)
+{
+	unsigned long n = c->exists > 0 ? (unsigned long)c->exists : 1;
+
+	return n < opt.messages ? n : opt.messages;
+}
+
+/* A random message number among pick_range() (1-based). */
 static unsigned long
 pick_msg(struct conn *c)
 {
-	return c->exists > 0 ? 1 + rnd(c) % (unsigned long)c->exists : 1;
+	return 1 + rnd(c) % pick_range(c);
 }
 
 static void
@@ -782,10 +793,10 @@ conn_send_step(struct conn *c)
 			return;
 		case CMD_FETCH_HEADERS:
 			m = pick_msg(c);
-			if (c->exists >= FETCH_HEADERS && m > (unsigned long)c->exists - FETCH_HEADERS + 1)
-				m = (unsigned long)c->exists - FETCH_HEADERS + 1;
+			if (pick_range(c) >= FETCH_HEADERS && m > pick_range(c) - FETCH_HEADERS + 1)
+				m = pick_range(c) - FETCH_HEADERS + 1;
 			send_cmd(c, "FETCH %lu:%lu (BODY.PEEK[HEADER])", m,
-			    c->exists >= FETCH_HEADERS ? m + FETCH_HEADERS - 1 : m);
+			    pick_range(c) >= FETCH_HEADERS ? m + FETCH_HEADERS - 1 : m);
 			return;
 		case CMD_FETCH_BODY:
 			send_cmd(c, "FETCH %lu (BODY.PEEK[])", pick_msg(c));
@@ -1623,7 +1634,8 @@ usage(void)
 	    "  -N CONNS      idle: connections to hold (default 10000)\n"
 	    "  -r RAMP       idle: connections logging in at once (default 50)\n"
 	    "  -s SOURCES    source addresses 127.0.0.1 .. 127.0.0.SOURCES (default 1)\n"
-	    "  -m MESSAGES   fill: messages per user (default 200)\n"
+	    "  -m MESSAGES   fill: messages per user; sessions/commands: FETCH and STORE pick\n"
+	    "                among the first MESSAGES (default 200)\n"
 	    "  -h SECONDS    idle: hold at most this long after \"ready\" (default 120)\n"
 	    "  -T SECONDS    command timeout (default 30)\n"
 	    "  -v N          print the transcript of the first N connections (default 0)\n"
