@@ -126,6 +126,7 @@ struct conn {
 	unsigned append_count;    /* fill mode: messages appended by this connection */
 	unsigned msg_counter;     /* unique Message-IDs */
 	unsigned cmd_errors;      /* NO/BAD/invalid answers since the connection was opened */
+	bool append_failed;       /* the last APPEND was refused: nothing to delete */
 
 	char trace[TRACE_RING];   /* ring of recent transcript lines */
 	size_t trace_pos;
@@ -758,6 +759,7 @@ send_append(struct conn *c, const struct gen *msg)
 		c->state = CS_APPEND_WAIT;
 	}
 	c->append_uid = 0;
+	c->append_failed = false;
 	c->untagged = 0;
 	c->fetch_responses = 0;
 	c->literal_bytes = 0;
@@ -820,7 +822,7 @@ conn_send_step(struct conn *c)
 			send_append(c, &msg);
 			return;
 		case CMD_SEARCH_ID:
-			if (c->append_uid != 0) {
+			if (c->append_uid != 0 || c->append_failed) {
 				c->step++;
 				continue;
 			}
@@ -829,6 +831,11 @@ conn_send_step(struct conn *c)
 			    (long)getpid(), c->id, c->msg_counter);
 			return;
 		case CMD_STORE_DELETED:
+			if (c->append_failed) {
+				/* reported already: skip STORE and EXPUNGE */
+				c->step += 2;
+				continue;
+			}
 			if (c->append_uid == 0) {
 				report(c, "no UID for the appended message: skipping STORE and EXPUNGE");
 				g.proto_errors++;
@@ -1080,6 +1087,8 @@ on_tagged(struct conn *c, const uint8_t *p, size_t len)
 			s->no++;
 		c->cmd_errors++;
 		report(c, "tagged %s: %s", bad ? "BAD" : "NO", printable(p, len));
+		if (k == CMD_APPEND)
+			c->append_failed = true;
 		if (k == CMD_LOGIN || k == CMD_SELECT || k == CMD_IDLE || opt.mode == MODE_FILL) {
 			/* nothing sensible can follow */
 			conn_close(c, true);
