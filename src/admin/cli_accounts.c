@@ -50,6 +50,13 @@ job_account_remove(struct store_txn *txn, void *ctx)
 }
 
 static int
+job_account_quota(struct store_txn *txn, void *ctx)
+{
+	struct names_job *j = ctx;
+	return store_txn_account_set_quota(txn, j->a, j->id);
+}
+
+static int
 job_alias_add(struct store_txn *txn, void *ctx)
 {
 	struct names_job *j = ctx;
@@ -210,10 +217,13 @@ user_usage(FILE *out)
 	        "       postamt [-c CONF] user list [--domain DOMAIN]\n"
 	        "       postamt [-c CONF] user remove ADDRESS\n"
 	        "       postamt [-c CONF] user test ADDRESS [--password-stdin]\n"
+	        "       postamt [-c CONF] user quota ADDRESS [SIZE | unlimited | default]\n"
 	        "Without a password option the password is asked for on the terminal.\n"
 	        "--password-stdin reads one line from standard input; --generate-password makes a\n"
 	        "random one and prints it once. `user remove` deletes the account's mail.\n"
-	        "`user test` checks a password the way the servers do (exit 0 if it is right).\n");
+	        "`user test` checks a password the way the servers do (exit 0 if it is right).\n"
+	        "`user quota` shows the storage used and the quota, or sets the quota (e.g. 2G;\n"
+	        "`default` follows storage.quota).\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -407,6 +417,76 @@ list_accounts(struct store *store, void *ctx)
 	return store_account_list(store, ctx, print_account, NULL);
 }
 
+static void
+print_size(const char *label, uint64_t bytes)
+{
+	printf("%s: %llu bytes (%.1f MiB)\n", label, (unsigned long long)bytes,
+	       (double)bytes / (1024.0 * 1024.0));
+}
+
+/* Shows (value NULL) or sets an account's quota. */
+static int
+user_quota(struct cli *cli, const char *address_arg, const char *value)
+{
+	struct names_job j = {0};
+	struct store_account acc;
+	struct cfg *cfg;
+	struct store *store;
+	char *address = xstrdup(address_arg);
+	uint64_t bytes = 0;
+	int ret;
+
+	str_lower(address);
+	if (value != NULL) {
+		if (strcmp(value, "default") == 0)
+			j.id = -1;
+		else if (strcmp(value, "unlimited") == 0)
+			j.id = 0;
+		else if (cfg_parse_size(value, &bytes) == 0 && bytes <= INT64_MAX)
+			j.id = (int64_t)bytes;
+		else {
+			cli_error("not a size: %s (use e.g. 500M, 2G, unlimited or default)", value);
+			free(address);
+			return 2;
+		}
+		j.a = address;
+		ret = run_job(cli, job_account_quota, &j, "quota set");
+		free(address);
+		return ret;
+	}
+	cfg = cli_load_config(cli);
+	if (cfg == NULL) {
+		free(address);
+		return 1;
+	}
+	store = cli_open_store(cfg);
+	if (store == NULL) {
+		cfg_free(&cfg);
+		free(address);
+		return 1;
+	}
+	ret = store_account_get(store, address, &acc);
+	explicit_bzero(acc.pwhash, sizeof(acc.pwhash));
+	if (ret <= 0) {
+		cli_error("%s", ret == 0 ? "no such account" : store_err_str(ret));
+		ret = 1;
+	} else {
+		uint64_t q = store_account_quota(&acc, cfg->storage_quota);
+
+		printf("account: %s\n", acc.address);
+		print_size("used", acc.used);
+		if (q == 0)
+			printf("quota: unlimited%s\n", acc.quota < 0 ? " (default)" : "");
+		else
+			print_size(acc.quota < 0 ? "quota (default)" : "quota", q);
+		ret = 0;
+	}
+	store_close(&store);
+	cfg_free(&cfg);
+	free(address);
+	return ret;
+}
+
 int
 cli_user(struct cli *cli, int argc, char **argv)
 {
@@ -433,6 +513,8 @@ cli_user(struct cli *cli, int argc, char **argv)
 	if (strcmp(argv[0], "test") == 0 &&
 	    (argc == 2 || (argc == 3 && strcmp(argv[2], "--password-stdin") == 0)))
 		return user_test(cli, argv[1]);
+	if (strcmp(argv[0], "quota") == 0 && (argc == 2 || argc == 3))
+		return user_quota(cli, argv[1], argc == 3 ? argv[2] : NULL);
 	if (strcmp(argv[0], "remove") == 0 && argc == 2) {
 		struct names_job j = {0};
 		char *address = xstrdup(argv[1]);

@@ -105,6 +105,8 @@ static const struct cfg_setting settings[] = {
 	    imap_plaintext_auth_loopback,
 	    "Allow LOGIN and AUTHENTICATE without TLS from loopback addresses"),
 
+	ROW("storage", "quota", CFG_SIZE, "0", 0, GIB(1024 * 1024), NULL, storage_quota,
+	    "Storage quota of each account (0 = unlimited); `postamt user quota` sets one apart"),
 	ROW("storage", "engine", CFG_ENUM, "sqlite", 0, 0, "sqlite", storage_engine,
 	    "Metadata engine"),
 	ROW("storage", "database", CFG_PATH, "", 0, 0, NULL, database,

@@ -200,6 +200,19 @@ collect(struct imap_session *s, struct mbx_list *l)
 	return 0;
 }
 
+static bool
+has_subscribed_child(const struct mbx_list *l, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->v[i].subscribed && l->v[i].exists && strncmp(l->v[i].name, name, len) == 0 &&
+		    l->v[i].name[len] == '/')
+			return true;
+	}
+	return false;
+}
+
 /* ---- STATUS -------------------------------------------------------------------------------- */
 
 enum status_item {
@@ -431,8 +444,15 @@ imap_cmd_list(struct imap_session *s, bool lsub)
 		}
 		if (!matched)
 			continue;
-		if ((lsub || (opts & SEL_SUBSCRIBED)) && !m->subscribed)
-			continue;
+		bool childinfo = false;
+
+		if ((lsub || (opts & SEL_SUBSCRIBED)) && !(m->subscribed && m->exists)) {
+			/* RFC 5258 4: RECURSIVEMATCH lists a parent of subscribed mailboxes with
+			 * CHILDINFO; LSUB lists it as \Noselect (RFC 3501 6.3.9). */
+			if (!((opts & SEL_RECURSIVE) || lsub) || !has_subscribed_child(&l, m->name))
+				continue;
+			childinfo = true;
+		}
 		if ((opts & SEL_SPECIAL) && m->special[0] == '\0')
 			continue;
 		imap_out(s, "* %s (", lsub ? "LSUB" : "LIST");
@@ -452,6 +472,8 @@ imap_cmd_list(struct imap_session *s, bool lsub)
 		}
 		imap_out(s, ") \"/\" ");
 		imap_out_astring(s, m->name);
+		if (childinfo && !lsub)
+			imap_out(s, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 		imap_out(s, "\r\n");
 		if ((opts & RET_STATUS) && m->exists) {
 			ret = out_status(s, m->name, m->id, status_items);
@@ -950,4 +972,93 @@ imap_cmd_select(struct imap_session *s, bool readonly)
 	}
 	imap_tagged(s, "OK", "[%s] %s completed", readonly ? "READ-ONLY" : "READ-WRITE",
 	            cmd->name);
+}
+
+/* ---- QUOTA (RFC 9208): one quota root "" per account, resource STORAGE ------------------- */
+
+int
+imap_quota_room(struct imap_session *s, uint64_t add)
+{
+	struct store_account acc;
+	uint64_t quota;
+	int ret = store_account_get(imap_env.store, s->user, &acc);
+
+	explicit_bzero(acc.pwhash, sizeof(acc.pwhash));
+	if (ret < 0)
+		return ret;
+	if (ret == 0)
+		return STORE_ERR_NOTFOUND;
+	quota = store_account_quota(&acc, imap_limits.default_quota);
+	if (quota == 0 || acc.used + add <= quota)
+		return 1;
+	imap_tagged(s, "NO", "[OVERQUOTA] Quota exceeded (mailbox full)");
+	return 0;
+}
+
+static int
+out_quota(struct imap_session *s)
+{
+	struct store_account acc;
+	uint64_t quota;
+	int ret = store_account_get(imap_env.store, s->user, &acc);
+
+	explicit_bzero(acc.pwhash, sizeof(acc.pwhash));
+	if (ret <= 0)
+		return ret < 0 ? ret : STORE_ERR_NOTFOUND;
+	quota = store_account_quota(&acc, imap_limits.default_quota);
+	/* STORAGE counts units of 1024 octets (RFC 9208 5.1). */
+	if (quota == 0)
+		imap_out(s, "* QUOTA \"\" ()\r\n");
+	else
+		imap_out(s, "* QUOTA \"\" (STORAGE %llu %llu)\r\n",
+		         (unsigned long long)((acc.used + 1023) / 1024),
+		         (unsigned long long)(quota / 1024));
+	return 0;
+}
+
+void
+imap_cmd_quota(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	const char *arg;
+	size_t len;
+	int ret;
+
+	if (strcmp(cmd->name, "SETQUOTA") == 0) {
+		imap_tagged(s, "NO", "[NOPERM] Quotas are set by the administrator");
+		return;
+	}
+	if (cmd->nargs != 1 || imap_arg_get_astring(&cmd->args[0], &arg, &len) < 0) {
+		imap_tagged(s, "BAD", "Usage: %s %s", cmd->name,
+		            strcmp(cmd->name, "GETQUOTA") == 0 ? "root" : "mailbox");
+		return;
+	}
+	if (strcmp(cmd->name, "GETQUOTAROOT") == 0) {
+		char name[MAX_NAME + 1];
+		struct store_mailbox mb;
+
+		if (!arg_name(s, &cmd->args[0], name, false))
+			return;
+		ret = store_mailbox_get(imap_env.store, s->account_id, name, &mb);
+		if (ret == 0) {
+			imap_tagged(s, "NO", "[NONEXISTENT] Mailbox does not exist");
+			return;
+		}
+		if (ret > 0) {
+			imap_out(s, "* QUOTAROOT ");
+			imap_out_astring(s, name);
+			imap_out(s, " \"\"\r\n");
+			ret = out_quota(s);
+		}
+	} else if (arg[0] != '\0') {
+		imap_tagged(s, "NO", "[NONEXISTENT] No such quota root");
+		return;
+	} else {
+		ret = out_quota(s);
+	}
+	if (ret < 0) {
+		imap_tagged_store_error(s, ret, cmd->name);
+		return;
+	}
+	imap_tagged(s, "OK", "%s completed", cmd->name);
 }

@@ -918,6 +918,52 @@ seen_run(struct store_txn *txn, void *ctx)
 	return STORE_OK;
 }
 
+struct vanished_ctx {
+	struct imap_seq_range *ranges;
+	size_t n;
+	struct buf out;
+};
+
+static int
+vanished_cb(uint32_t uid, void *ctx)
+{
+	struct vanished_ctx *v = ctx;
+
+	for (size_t i = 0; i < v->n; i++) {
+		if (uid >= v->ranges[i].lo && uid <= v->ranges[i].hi) {
+			(void)buf_printf(&v->out, "%s%u", v->out.len > 0 ? "," : "", uid);
+			break;
+		}
+	}
+	return 0;
+}
+
+/* QRESYNC 3.2.6: "UID FETCH set (CHANGEDSINCE n VANISHED)" first reports the UIDs of the set
+ * expunged since n. */
+static int
+out_vanished(struct imap_session *s, const struct imap_arg *set_arg, uint64_t since)
+{
+	struct vanished_ctx v = {0};
+	struct store_mailbox mb;
+	const char *set, *error;
+	int ret;
+
+	if (imap_arg_get_atom(set_arg, &set) < 0 ||
+	    imap_seqset_parse(set, strlen(set), UINT32_MAX, NULL, SIZE_MAX, &v.n, &error) < 0)
+		return 0; /* the set was checked already */
+	v.ranges = xmalloc((v.n + 1) * sizeof(*v.ranges));
+	if (imap_seqset_parse(set, strlen(set), UINT32_MAX, v.ranges, v.n, &v.n, &error) < 0)
+		v.n = 0;
+	buf_init(&v.out, SIZE_MAX / 2);
+	ret = store_mailbox_changes(imap_env.store, s->view->mailbox_id, since, NULL, vanished_cb,
+	                            &v, &mb);
+	if (ret == STORE_OK && v.out.len > 0)
+		imap_out(s, "* VANISHED (EARLIER) %s\r\n", buf_cstr(&v.out));
+	buf_deinit(&v.out);
+	free(v.ranges);
+	return ret;
+}
+
 void
 imap_cmd_fetch(struct imap_session *s)
 {
@@ -970,9 +1016,10 @@ imap_cmd_fetch(struct imap_session *s)
 		fetch_free(f);
 		return;
 	}
-	if (f->vanished) {
-		/* QRESYNC 3.2.6: the UIDs of the set expunged since CHANGEDSINCE. */
-		(void)0;
+	if (f->vanished && out_vanished(s, &cmd->args[0], f->changedsince) < 0) {
+		fetch_free(f);
+		imap_tagged_store_error(s, STORE_ERR_IO, "FETCH");
+		return;
 	}
 	ret = imap_rows_load(s, f->uids, f->nuids, &f->rows);
 	if (ret < 0) {
@@ -1058,6 +1105,7 @@ imap_cmd_store(struct imap_session *s)
 	struct imap_rows rows;
 	bool silent;
 	struct buf modified;
+	bool has_unchanged = false;
 	int ret;
 
 	if (nargs < 3) {
@@ -1071,6 +1119,7 @@ imap_cmd_store(struct imap_session *s)
 			return;
 		}
 		s->condstore = true;
+		has_unchanged = true;
 		i++;
 	}
 	if (i + 1 >= nargs || imap_arg_get_atom(&args[i], &item) < 0) {
@@ -1121,7 +1170,14 @@ imap_cmd_store(struct imap_session *s)
 	c.modified = xcalloc(rows.n + 1, sizeof(bool));
 	c.changed = xcalloc(rows.n + 1, sizeof(bool));
 	c.gone = xcalloc(rows.n + 1, sizeof(bool));
-	ret = store_exec(imap_env.store, store_run, &c, &error);
+	if (has_unchanged && c.unchangedsince == 0) {
+		/* RFC 7162 3.1.3: every message has a MODSEQ above 0, so none may change. */
+		for (size_t j = 0; j < rows.n; j++)
+			c.modified[j] = true;
+		ret = STORE_OK;
+	} else {
+		ret = store_exec(imap_env.store, store_run, &c, &error);
+	}
 	if (ret != STORE_OK) {
 		imap_tagged_store_error(s, ret, "STORE");
 		goto out;
@@ -1344,6 +1400,23 @@ imap_cmd_copy(struct imap_session *s, bool move)
 	}
 	if (!imap_resolve_set(s, &cmd->args[0], &c.uids, &c.n))
 		return;
+	if (!move && c.n > 0) {
+		struct imap_rows rows;
+		uint64_t total = 0;
+
+		ret = imap_rows_load(s, c.uids, c.n, &rows);
+		for (size_t i = 0; i < rows.n; i++)
+			total += rows.v[i].size;
+		imap_rows_free(&rows);
+		if (ret >= 0)
+			ret = imap_quota_room(s, total);
+		if (ret <= 0) {
+			if (ret < 0)
+				imap_tagged_store_error(s, ret, cmd->name);
+			free(c.uids);
+			return;
+		}
+	}
 	c.mailbox_id = s->view->mailbox_id;
 	c.dest = mb.id;
 	c.move = move;
@@ -1556,6 +1629,18 @@ imap_cmd_append(struct imap_session *s)
 	if (ret < 0) {
 		imap_tagged_store_error(s, ret, "APPEND");
 		goto out;
+	}
+	{
+		uint64_t total = 0;
+
+		for (size_t j = 0; j < c.n; j++)
+			total += store_blob_size(blobs[j]);
+		ret = imap_quota_room(s, total);
+		if (ret <= 0) {
+			if (ret < 0)
+				imap_tagged_store_error(s, ret, "APPEND");
+			goto out;
+		}
 	}
 	c.mailbox_id = mb.id;
 	ret = exec_with_blobs(append_run, &c, blobs, c.n);

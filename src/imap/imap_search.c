@@ -215,8 +215,8 @@ month_from(const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* The search-key date: date-day "-" date-month "-" date-year (RFC 9051 §9), already unquoted.
- * Returns the day number, or -1 with *ok cleared. */
+/* The search-key date: date-day "-" date-month "-" date-year (RFC 9051 §9), already unquoted,
+ * into days since 1970-01-01. Returns false when it is not one. */
 static bool
 parse_search_date(const char *s, size_t len, int64_t *day_r)
 {
@@ -465,7 +465,6 @@ hdr_next(struct hdr_iter *it, struct span *name_r, struct span *value_r)
 			size_t ne = colon;
 			size_t ve = end;
 
-			(void)name_ok;
 			while (ne > start && (p[ne - 1] == ' ' || p[ne - 1] == '\t'))
 				ne--;
 			if (ne == start)
@@ -1029,9 +1028,13 @@ imap_search_parse(const struct imap_arg *args, size_t nargs,
 		}
 		start++;
 	}
+	if (start >= nargs) {
+		*error_r = "Missing search key";
+		return NULL;
+	}
 	ps.s = xcalloc(1, sizeof(*ps.s));
 	ps.s->tz = ctx->tz_offset_minutes;
-	if (parse_keys(&ps, args + start, nargs - start, 0, &ps.s->root) < 0) {
+	if (parse_keys(&ps, &args[start], nargs - start, 0, &ps.s->root) < 0) {
 		*error_r = ps.error != NULL ? ps.error : "Invalid search";
 		imap_search_free(&ps.s);
 		return NULL;
@@ -1270,7 +1273,7 @@ decode_qp(struct buf *out, const uint8_t *p, size_t n)
 			i = run;
 			continue;
 		}
-		if (i + 2 < n + 0 && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+		if (i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
 			(void)buf_append_byte(out, (uint8_t)(hexval(p[i + 1]) * 16 + hexval(p[i + 2])));
 			i += 3;
 			continue;
@@ -1544,6 +1547,11 @@ imap_search_match(const struct imap_search *s, const struct imap_search_msg *msg
 	buf_init(&st.body, IMAP_SEARCH_MAX_TEXT);
 	buf_init(&st.tmp, IMAP_SEARCH_MAX_TEXT);
 	buf_init(&st.tmp2, IMAP_SEARCH_MAX_TEXT);
+	/* never hand a NULL buffer to the decoders, even for empty text */
+	(void)buf_append(&st.tmp, "", 0);
+	(void)buf_append(&st.tmp2, "", 0);
+	(void)buf_append(&st.hdr, "", 0);
+	(void)buf_append(&st.body, "", 0);
 	r = eval(s->root, &st);
 	buf_deinit(&st.hdr);
 	buf_deinit(&st.body);

@@ -28,6 +28,7 @@ imap_server_reload(const struct cfg *cfg)
 	imap_limits.append_limit = cfg->imap_append_limit;
 	imap_limits.failure_delay = cfg->auth_failure_delay;
 	imap_limits.plaintext_loopback = cfg->imap_plaintext_auth_loopback != 0;
+	imap_limits.default_quota = cfg->storage_quota;
 }
 
 /* ---- change notices -------------------------------------------------------------------------
@@ -311,8 +312,9 @@ out_capabilities(struct imap_session *s)
 	imap_out(s, " LITERAL+ IDLE UIDPLUS MOVE NAMESPACE UNSELECT CHILDREN SPECIAL-USE "
 	            "CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE QRESYNC "
 	            "ESEARCH SEARCHRES SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES MULTIAPPEND "
-	            "BINARY APPENDLIMIT=%llu",
-	         (unsigned long long)imap_limits.append_limit);
+	            "BINARY APPENDLIMIT=%llu QUOTA QUOTA=RES-STORAGE%s",
+	         (unsigned long long)imap_limits.append_limit,
+	         net_conn_is_compressed(s->conn) ? "" : " COMPRESS=DEFLATE");
 }
 
 /* ---- session life -------------------------------------------------------------------------- */
@@ -835,6 +837,10 @@ static const struct cmd_def cmd_defs[] = {
 	{"ENABLE", AUTHED, false, false},
 	{"NAMESPACE", AUTHED, false, false},
 	{"IDLE", AUTHED, false, false},
+	{"COMPRESS", AUTHED, false, false},
+	{"GETQUOTA", AUTHED, true, false},
+	{"GETQUOTAROOT", AUTHED, true, false},
+	{"SETQUOTA", AUTHED, true, false},
 	{"SELECT", AUTHED, true, false},
 	{"EXAMINE", AUTHED, true, false},
 	{"CREATE", AUTHED, true, false},
@@ -881,6 +887,8 @@ dispatch_worker(struct imap_session *s)
 		imap_cmd_status(s);
 	else if (strcmp(n, "APPEND") == 0)
 		imap_cmd_append(s);
+	else if (strncmp(n, "GETQUOTA", 8) == 0 || strcmp(n, "SETQUOTA") == 0)
+		imap_cmd_quota(s);
 	else if (strcmp(n, "CHECK") == 0 || strcmp(n, "NOOP") == 0) {
 		imap_cmd_noop(s);
 		imap_tagged(s, "OK", "%s completed", n);
@@ -1021,6 +1029,23 @@ dispatch(struct imap_session *s, const struct imap_command *cmd)
 	} else if (strcmp(n, "NAMESPACE") == 0) {
 		imap_out(s, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
 		imap_tagged(s, "OK", "NAMESPACE completed");
+	} else if (strcmp(n, "COMPRESS") == 0) {
+		if (cmd->nargs != 1 || !imap_arg_atom_equals(&cmd->args[0], "DEFLATE")) {
+			imap_tagged(s, "BAD", "Usage: COMPRESS DEFLATE");
+			goto bad;
+		}
+		if (net_conn_is_compressed(s->conn)) {
+			imap_tagged(s, "NO", "[COMPRESSIONACTIVE] DEFLATE is already active");
+		} else {
+			/* RFC 4978 3: the OK goes out uncompressed, everything after it compressed. */
+			imap_tagged(s, "OK", "DEFLATE active");
+			flush_out(s);
+			if (net_conn_compress(s->conn) < 0) {
+				net_conn_close_because(s->conn, "compress-failed");
+				command_done(s);
+				return;
+			}
+		}
 	} else if (strcmp(n, "UNSELECT") == 0) {
 		cmd_unselect(s);
 	} else if (strcmp(n, "IDLE") == 0) {
@@ -1118,6 +1143,9 @@ imap_input(void *session, struct net_conn *conn)
 		if (len == 0)
 			return;
 		status = imap_parser_feed(s->parser, p, len, &used);
+		/* A literal chunk points into the input: keep it until it is written. */
+		if (status == IMAP_PARSE_LITERAL_DATA)
+			literal_chunk(s);
 		net_conn_drain(conn, used);
 		switch (status) {
 		case IMAP_PARSE_MORE:
@@ -1128,7 +1156,6 @@ imap_input(void *session, struct net_conn *conn)
 			net_conn_printf(conn, "+ OK\r\n");
 			break;
 		case IMAP_PARSE_LITERAL_DATA:
-			literal_chunk(s);
 			break;
 		case IMAP_PARSE_COMMAND:
 			dispatch(s, imap_parser_command(s->parser));

@@ -117,6 +117,10 @@ void imap_cmd_close(struct imap_session *s, bool expunge);
 void imap_cmd_search(struct imap_session *s);
 void imap_cmd_sort(struct imap_session *s, bool thread);
 void imap_cmd_append(struct imap_session *s);
+void imap_cmd_quota(struct imap_session *s);
+/* Whether add more bytes fit in the account's quota: 1 yes, 0 no (the tagged NO [OVERQUOTA]
+ * was sent), or a negative store_err (nothing sent). */
+int imap_quota_room(struct imap_session *s, uint64_t add);
 /* NOOP, CHECK, IDLE wake-ups and the end of most commands: tells the client what changed. */
 void imap_cmd_noop(struct imap_session *s);
 
@@ -151,6 +155,7 @@ struct imap_limits {
 	uint64_t append_limit;  /* octets (APPENDLIMIT, RFC 7889) */
 	uint64_t failure_delay; /* ms */
 	bool plaintext_loopback;
+	uint64_t default_quota; /* bytes, storage.quota; 0 = unlimited */
 };
 extern struct imap_limits imap_limits;
 

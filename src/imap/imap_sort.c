@@ -99,7 +99,7 @@ imap_base_subject(struct buf *out, const char *subject, size_t len, bool *is_rep
 		folded.data[w++] = c;
 	}
 	folded.len = w;
-	s = folded.data;
+	s = folded.data != NULL ? folded.data : (const uint8_t *)"";
 	start = 0;
 	end = folded.len;
 	for (;;) {
@@ -533,6 +533,7 @@ imap_thread_parse_algorithm(const struct imap_arg *arg, enum imap_thread_algorit
 struct cont {
 	struct cont *parent;
 	struct cont *child; /* first child */
+	struct cont *last;  /* last child: appending is O(1), a flat thread is not quadratic */
 	struct cont *next;  /* next sibling */
 	struct msgkey *key; /* NULL: dummy */
 	bool removed;       /* pruned, or merged away from the root set */
@@ -572,16 +573,18 @@ is_ancestor_or_self(const struct cont *a, const struct cont *c)
 static void
 cont_unlink(struct cont *c)
 {
-	struct cont **pp;
+	struct cont *p = c->parent, *prev = NULL;
 
-	if (c->parent == NULL)
+	if (p == NULL)
 		return;
-	for (pp = &c->parent->child; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	}
+	for (struct cont *k = p->child; k != c; k = k->next)
+		prev = k;
+	if (prev != NULL)
+		prev->next = c->next;
+	else
+		p->child = c->next;
+	if (p->last == c)
+		p->last = prev;
 	c->parent = NULL;
 	c->next = NULL;
 }
@@ -590,11 +593,11 @@ cont_unlink(struct cont *c)
 static void
 cont_link(struct cont *parent, struct cont *c)
 {
-	struct cont **pp = &parent->child;
-
-	while (*pp != NULL)
-		pp = &(*pp)->next;
-	*pp = c;
+	if (parent->last != NULL)
+		parent->last->next = c;
+	else
+		parent->child = c;
+	parent->last = c;
 	c->parent = parent;
 	c->next = NULL;
 }
@@ -759,6 +762,7 @@ sort_children(struct cont *c, struct cont ***tmp, size_t *tmp_cap)
 		pp = &(*tmp)[i]->next;
 	}
 	*pp = NULL;
+	c->last = (*tmp)[n - 1];
 }
 
 static void
@@ -781,23 +785,27 @@ static void
 prune_dummies(struct tctx *t)
 {
 	for (size_t i = 0; i < t->nall; i++) {
-		struct cont *d = t->all[i], **pp, *k, *last = NULL;
+		struct cont *d = t->all[i], *p, *prev = NULL, **pp;
 
 		if (d->key != NULL || d->parent == NULL)
 			continue;
-		for (k = d->child; k != NULL; k = k->next) {
-			k->parent = d->parent;
-			last = k;
-		}
-		for (pp = &d->parent->child; *pp != d; pp = &(*pp)->next)
-			;
-		if (last != NULL) {
-			last->next = d->next;
+		p = d->parent;
+		for (struct cont *k = p->child; k != d; k = k->next)
+			prev = k;
+		pp = prev != NULL ? &prev->next : &p->child;
+		for (struct cont *k = d->child; k != NULL; k = k->next)
+			k->parent = p;
+		if (d->child != NULL) {
+			d->last->next = d->next;
 			*pp = d->child;
+			if (p->last == d)
+				p->last = d->last;
 		} else {
 			*pp = d->next;
+			if (p->last == d)
+				p->last = prev;
 		}
-		d->parent = d->child = d->next = NULL;
+		d->parent = d->child = d->last = d->next = NULL;
 		d->removed = true;
 	}
 	for (size_t i = 0; i < t->nall; i++) {
@@ -809,7 +817,7 @@ prune_dummies(struct tctx *t)
 			d->removed = true;
 		} else if (d->child->next == NULL) {
 			d->child->parent = NULL;
-			d->child = NULL;
+			d->child = d->last = NULL;
 			d->removed = true;
 		}
 	}

@@ -18,6 +18,7 @@
 #include <event2/thread.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <zlib.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -93,7 +94,20 @@ struct net_conn {
 	bool tls, loopback, closing, torn_down, handshaking, counted;
 	atomic_int refs;
 	uint64_t idle_ms;
+	struct net_zlib *z;      /* COMPRESS=DEFLATE (RFC 4978) once started, else NULL */
 };
+
+/* Raw DEFLATE both ways: input is inflated into `in` as the protocol asks for it (bounded, so
+ * a small compressed input cannot make a huge buffer), output deflated with a sync flush per
+ * write, so every reply leaves at once. */
+struct net_zlib {
+	z_stream inflate, deflate;
+	struct evbuffer *in;
+	bool failed;
+};
+
+/* Inflated input held at most; more is inflated once the protocol consumed it. */
+#define NET_ZLIB_IN_MAX (256 * 1024)
 
 static const char *const service_names[NET_SVC_COUNT] = {
 	"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
@@ -298,6 +312,18 @@ net_conn_tls_cipher(const struct net_conn *c)
 	return ssl ? SSL_get_cipher_name(ssl) : NULL;
 }
 
+static void
+conn_zlib_free(struct net_conn *c)
+{
+	if (c->z == NULL)
+		return;
+	inflateEnd(&c->z->inflate);
+	deflateEnd(&c->z->deflate);
+	evbuffer_free(c->z->in);
+	free(c->z);
+	c->z = NULL;
+}
+
 void
 net_conn_ref(struct net_conn *c)
 {
@@ -312,8 +338,48 @@ net_conn_unref(struct net_conn **cp)
 	*cp = NULL;
 	if (c == NULL)
 		return;
-	if (atomic_fetch_sub(&c->refs, 1) == 1)
+	if (atomic_fetch_sub(&c->refs, 1) == 1) {
+		conn_zlib_free(c);
 		free(c);
+	}
+}
+
+static void conn_schedule_teardown(struct net_conn *c, const char *reason);
+
+/* The input the protocol reads: the socket's, or the inflated one under COMPRESS. */
+static struct evbuffer *
+conn_input(struct net_conn *c)
+{
+	struct evbuffer *raw = bufferevent_get_input(c->bev);
+	struct net_zlib *z = c->z;
+
+	if (z == NULL)
+		return raw;
+	while (!z->failed && evbuffer_get_length(raw) > 0 &&
+	       evbuffer_get_length(z->in) < NET_ZLIB_IN_MAX) {
+		size_t avail = evbuffer_get_length(raw);
+		unsigned char *src = evbuffer_pullup(raw, (ev_ssize_t)MIN(avail, 65536));
+		unsigned char dst[16384];
+		int rc;
+
+		z->inflate.next_in = src;
+		z->inflate.avail_in = (uInt)MIN(avail, 65536);
+		z->inflate.next_out = dst;
+		z->inflate.avail_out = sizeof(dst);
+		rc = inflate(&z->inflate, Z_SYNC_FLUSH);
+		if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+			z->failed = true;
+			log_info("sid=%s event=compress-error service=%s rip=%s", c->sid,
+			         service_names[c->service], c->rip);
+			conn_schedule_teardown(c, "compress-error");
+			break;
+		}
+		evbuffer_drain(raw, MIN(avail, 65536) - z->inflate.avail_in);
+		evbuffer_add(z->in, dst, sizeof(dst) - z->inflate.avail_out);
+		if (rc == Z_BUF_ERROR || (z->inflate.avail_out != 0 && z->inflate.avail_in != 0))
+			break;
+	}
+	return z->in;
 }
 
 const uint8_t *
@@ -326,7 +392,7 @@ net_conn_peek(struct net_conn *c, size_t max, size_t *len_r)
 		*len_r = 0;
 		return NULL;
 	}
-	in = bufferevent_get_input(c->bev);
+	in = conn_input(c);
 	len = MIN(evbuffer_get_length(in), max);
 	*len_r = len;
 	return len ? evbuffer_pullup(in, (ev_ssize_t)len) : NULL;
@@ -340,7 +406,7 @@ net_conn_find_lf(struct net_conn *c, size_t max)
 
 	if (c->bev == NULL)
 		return -1;
-	in = bufferevent_get_input(c->bev);
+	in = conn_input(c);
 	if (evbuffer_get_length(in) == 0)
 		return -1;
 	evbuffer_ptr_set(in, &end, MIN(max, evbuffer_get_length(in)), EVBUFFER_PTR_SET);
@@ -351,15 +417,66 @@ net_conn_find_lf(struct net_conn *c, size_t max)
 size_t
 net_conn_input_len(struct net_conn *c)
 {
-	return c->bev ? evbuffer_get_length(bufferevent_get_input(c->bev)) : 0;
+	return c->bev ? evbuffer_get_length(conn_input(c)) : 0;
 }
 
 void
 net_conn_drain(struct net_conn *c, size_t n)
 {
 	if (c->bev != NULL)
-		evbuffer_drain(bufferevent_get_input(c->bev), n);
+		evbuffer_drain(c->z != NULL ? c->z->in : bufferevent_get_input(c->bev), n);
 }
+
+/* Deflates data into the socket's output with a sync flush. */
+static void
+conn_deflate(struct net_conn *c, const void *data, size_t len)
+{
+	struct net_zlib *z = c->z;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	unsigned char dst[16384];
+
+	z->deflate.next_in = (unsigned char *)(uintptr_t)data;
+	z->deflate.avail_in = (uInt)len;
+	do {
+		z->deflate.next_out = dst;
+		z->deflate.avail_out = sizeof(dst);
+		if (deflate(&z->deflate, Z_SYNC_FLUSH) == Z_STREAM_ERROR)
+			return;
+		evbuffer_add(out, dst, sizeof(dst) - z->deflate.avail_out);
+	} while (z->deflate.avail_out == 0);
+}
+
+int
+net_conn_compress(struct net_conn *c)
+{
+	struct net_zlib *z;
+
+	if (c->z != NULL || c->bev == NULL)
+		return -1;
+	z = xcalloc(1, sizeof(*z));
+	/* Raw DEFLATE (RFC 4978 3); our side uses a 8 KiB window to keep the memory of a
+	 * compressing connection small, the client's may be the full 32 KiB. */
+	if (inflateInit2(&z->inflate, -15) != Z_OK) {
+		free(z);
+		return -1;
+	}
+	if (deflateInit2(&z->deflate, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -13, 5,
+	                 Z_DEFAULT_STRATEGY) != Z_OK) {
+		inflateEnd(&z->inflate);
+		free(z);
+		return -1;
+	}
+	z->in = evbuffer_new();
+	c->z = z;
+	return 0;
+}
+
+bool
+net_conn_is_compressed(const struct net_conn *c)
+{
+	return c->z != NULL;
+}
+
 
 void
 net_conn_pause(struct net_conn *c)
@@ -404,7 +521,10 @@ net_conn_write(struct net_conn *c, const void *data, size_t len)
 {
 	if (c->bev == NULL || c->torn_down)
 		return;
-	bufferevent_write(c->bev, data, len);
+	if (c->z != NULL)
+		conn_deflate(c, data, len);
+	else
+		bufferevent_write(c->bev, data, len);
 	check_output_cap(c);
 }
 
@@ -416,7 +536,16 @@ net_conn_printf(struct net_conn *c, const char *fmt, ...)
 	if (c->bev == NULL || c->torn_down)
 		return;
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	if (c->z != NULL) {
+		char line[4096];
+		int n = vsnprintf(line, sizeof(line), fmt, ap);
+
+		/* Protocol lines are short; a longer one is cut rather than lost. */
+		if (n > 0)
+			conn_deflate(c, line, MIN((size_t)n, sizeof(line) - 1));
+	} else {
+		evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	}
 	va_end(ap);
 	check_output_cap(c);
 }

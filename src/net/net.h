@@ -122,6 +122,11 @@ size_t net_conn_output_len(struct net_conn *conn);
 /* Starts TLS on a plain connection: pending output is flushed first, input that arrived before
  * the handshake is discarded (RFC 3207 6, STARTTLS injection). proto->tls_done follows. */
 ATTR_WUR int net_conn_starttls(struct net_conn *conn);
+/* Starts COMPRESS=DEFLATE (RFC 4978): from now on input is inflated and output deflated. Output
+ * already written goes out uncompressed (the command's OK), input already buffered is taken as
+ * compressed. Returns 0, or -1 when already compressing or out of memory. */
+ATTR_WUR int net_conn_compress(struct net_conn *conn);
+bool net_conn_is_compressed(const struct net_conn *conn);
 /* Idle timeout in ms (reset by every read). */
 void net_conn_set_timeout(struct net_conn *conn, uint64_t ms);
 /* Flushes pending output, then closes; the session's close() runs from the loop. */

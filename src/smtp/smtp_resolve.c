@@ -8,6 +8,15 @@
 #include <string.h>
 #include <strings.h>
 
+/* storage.quota, set by the server (read without a lock: a torn read is harmless). */
+static _Atomic uint64_t default_quota;
+
+void
+smtp_resolve_set_default_quota(uint64_t bytes)
+{
+	default_quota = bytes;
+}
+
 struct resolve {
 	struct store *store;
 	struct smtp_route *route;
@@ -122,6 +131,12 @@ try_account(struct resolve *r, const char *address)
 	ret = inbox_of(r->store, acc.id, &inbox);
 	if (ret <= 0)
 		return ret < 0 ? -1 : 0;
+	{
+		uint64_t quota = store_account_quota(&acc, default_quota);
+
+		if (quota > 0 && acc.used >= quota)
+			r->route->over_quota = true;
+	}
 	add_mailbox(r, inbox);
 	return 1;
 }

@@ -27,7 +27,11 @@ struct smtp_route {
 	size_t nmailboxes;
 	char **remote; /* remote addresses reached through aliases, without duplicates */
 	size_t nremote;
+	bool over_quota; /* a local account it reaches has used up its storage quota */
 };
+
+/* The storage quota of accounts without one of their own (0 = unlimited). */
+void smtp_resolve_set_default_quota(uint64_t bytes);
 
 /* address is "local@domain" (already syntax-checked). Caller frees the route with
  * smtp_route_deinit() whatever the result. */

@@ -107,6 +107,7 @@ smtp_server_reload(const struct cfg *cfg)
 	limits.min_rate = cfg->smtp_min_data_rate;
 	limits.failure_delay = cfg->auth_failure_delay;
 	limits.plaintext_loopback = cfg->smtp_plaintext_auth_loopback != 0;
+	smtp_resolve_set_default_quota(cfg->storage_quota);
 }
 
 void
@@ -702,6 +703,14 @@ rcpt_finish(struct smtp_session *s, struct lookup_op *op)
 		}
 		break;
 	case SMTP_RESOLVE_LOCAL:
+		/* RFC 3463 4.2.2: a full mailbox is temporary; the sender retries while the
+		 * owner makes room (RFC 5321 4.5.3.1.10: 452 for a storage limit). */
+		if (op->route.over_quota) {
+			log_info("sid=%s event=reject service=%s rip=%s rcpt=%s reason=over-quota",
+			         net_conn_sid(s->conn), service_label(s), net_conn_rip(s->conn), rcpt);
+			reply(s, "452 4.2.2 Mailbox full, try again later");
+			return;
+		}
 		break;
 	}
 	s->rcpts = xrealloc(s->rcpts, (s->nrcpts + 1) * sizeof(*s->rcpts));

@@ -230,6 +230,22 @@ static const char store__schema_v4[] =
 	") WITHOUT ROWID;"
 	"CREATE TRIGGER blob_meta_gone AFTER DELETE ON blobs BEGIN"
 	"  DELETE FROM blob_meta WHERE blob_id = OLD.id;"
+	"END;"
+	/* Quota (RFC 9208 STORAGE): each account's bytes, kept by triggers so a check is one
+	 * row read. accounts.quota: bytes, 0 = unlimited, -1 = the configured default (which
+	 * every account had so far). A mailbox's messages are deleted before the mailbox
+	 * (store_txn_mailbox_delete), so the triggers still find their account. */
+	"UPDATE accounts SET quota = -1 WHERE quota = 0;"
+	"ALTER TABLE accounts ADD COLUMN used INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE accounts SET used = (SELECT coalesce(sum(m.size), 0) FROM messages m"
+	"  JOIN mailboxes mb ON mb.id = m.mailbox_id WHERE mb.account_id = accounts.id);"
+	"CREATE TRIGGER messages_used AFTER INSERT ON messages BEGIN"
+	"  UPDATE accounts SET used = used + NEW.size"
+	"  WHERE id = (SELECT account_id FROM mailboxes WHERE id = NEW.mailbox_id);"
+	"END;"
+	"CREATE TRIGGER messages_unused AFTER DELETE ON messages BEGIN"
+	"  UPDATE accounts SET used = used - OLD.size"
+	"  WHERE id = (SELECT account_id FROM mailboxes WHERE id = OLD.mailbox_id);"
 	"END;";
 
 struct store__migration {

@@ -441,6 +441,26 @@ store_txn_account_set_password(struct store_txn *txn, const char *address, const
 }
 
 int
+store_txn_account_set_quota(struct store_txn *txn, const char *address, int64_t quota)
+{
+	char norm[AUTH_MAX_ADDRESS + 1];
+	const char *domain, *why;
+
+	why = store__norm_address(address, false, norm, sizeof(norm), &domain);
+	if (why != NULL)
+		return store__txn_refuse(txn, address, why);
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->account_set_quota(txn, norm, quota < 0 ? -1 : quota);
+}
+
+uint64_t
+store_account_quota(const struct store_account *account, uint64_t default_quota)
+{
+	return account->quota >= 0 ? (uint64_t)account->quota : default_quota;
+}
+
+int
 store_txn_account_remove(struct store_txn *txn, const char *address)
 {
 	char norm[AUTH_MAX_ADDRESS + 1];

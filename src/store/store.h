@@ -35,6 +35,7 @@ struct store;
 struct store_txn;
 struct store_job;
 struct store_blob;
+struct store_account;
 
 /* Result codes of store functions: 0 or one of these (negative). */
 enum store_err {
@@ -128,6 +129,10 @@ int store_txn_account_add(struct store_txn *txn, const char *address, const char
                           int64_t *id_r);
 int store_txn_account_set_password(struct store_txn *txn, const char *address,
                                    const char *pwhash);
+/* Sets the account's storage quota in bytes (0 = unlimited, -1 = the configured default). */
+int store_txn_account_set_quota(struct store_txn *txn, const char *address, int64_t quota);
+/* The quota that applies to an account given the configured default: 0 = unlimited. */
+uint64_t store_account_quota(const struct store_account *account, uint64_t default_quota);
 /* Removes the account, its mailboxes and messages (blobs lose their references). */
 int store_txn_account_remove(struct store_txn *txn, const char *address);
 /* source: "user@domain" or "@domain" (catch-all); target: any address, local or remote.
@@ -339,6 +344,8 @@ struct store_account {
 	char pwhash[256];
 	int64_t created;
 	bool disabled;
+	int64_t quota;  /* bytes; -1 = the configured default (storage.quota) */
+	uint64_t used;  /* bytes of all the account's messages */
 };
 
 struct store_mailbox {

@@ -71,6 +71,7 @@ struct store_ops {
 	int (*domain_remove)(struct store_txn *txn, const char *domain);
 	int (*account_add)(struct store_txn *txn, const char *address, const char *domain,
 	                   const char *pwhash, int64_t *id_r);
+	int (*account_set_quota)(struct store_txn *txn, const char *address, int64_t quota);
 	int (*account_set_password)(struct store_txn *txn, const char *address,
 	                            const char *pwhash);
 	int (*account_remove)(struct store_txn *txn, const char *address);

@@ -84,6 +84,8 @@ enum sqlite__st {
 	ST_META_GET,
 	ST_MAILBOX_GET_ID,
 	ST_MAILBOX_DELETE,
+	ST_MAILBOX_DELETE_MESSAGES,
+	ST_ACCOUNT_SET_QUOTA,
 	ST_MAILBOX_RENAME,
 	ST_MAILBOX_SUBSCRIBE,
 	ST_MAILBOX_NEXT_MODSEQ,
@@ -99,7 +101,9 @@ enum sqlite__st {
 	ST_COUNT
 };
 
-#define SQLITE__ACCOUNT_COLS "a.id, a.domain_id, a.address, a.pwhash, a.created, a.disabled"
+#define SQLITE__ACCOUNT_COLS                                                                  \
+	"a.id, a.domain_id, a.address, a.pwhash, a.created, a.disabled, a.quota, "  \
+	"a.used"
 #define SQLITE__MAILBOX_COLS                                                                  \
 	"mb.id, mb.account_id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext, "          \
 	"mb.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = mb.id), "      \
@@ -130,8 +134,8 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_DOMAIN_ALIASES] = "SELECT count(*) FROM aliases WHERE domain_id = ?1",
 	[ST_DOMAIN_DELETE] = "DELETE FROM domains WHERE id = ?1",
 	[ST_DOMAIN_LIST] = "SELECT name FROM domains ORDER BY name",
-	[ST_ACCOUNT_INSERT] = "INSERT INTO accounts (domain_id, address, pwhash, created) "
-	                      "VALUES (?1, ?2, ?3, ?4)",
+	[ST_ACCOUNT_INSERT] = "INSERT INTO accounts (domain_id, address, pwhash, created, quota) "
+	                      "VALUES (?1, ?2, ?3, ?4, -1)",
 	[ST_ACCOUNT_SET_PASSWORD] = "UPDATE accounts SET pwhash = ?2 WHERE address = ?1",
 	[ST_ACCOUNT_DELETE] = "DELETE FROM accounts WHERE address = ?1",
 	[ST_ACCOUNT_GET] = "SELECT " SQLITE__ACCOUNT_COLS " FROM accounts a WHERE a.address = ?1",
@@ -202,6 +206,8 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
 	[ST_MAILBOX_GET_ID] = "SELECT " SQLITE__MAILBOX_COLS " FROM mailboxes mb WHERE mb.id = ?1",
 	[ST_MAILBOX_DELETE] = "DELETE FROM mailboxes WHERE id = ?1",
+	[ST_MAILBOX_DELETE_MESSAGES] = "DELETE FROM messages WHERE mailbox_id = ?1",
+	[ST_ACCOUNT_SET_QUOTA] = "UPDATE accounts SET quota = ?2 WHERE address = ?1",
 	/* The mailbox and its children ("a/b" moves "a/b/c" too); names compare exactly. */
 	[ST_MAILBOX_RENAME] = "UPDATE mailboxes SET name = ?3 || substr(name, length(?2) + 1) "
 	                      "WHERE account_id = ?1 AND (name = ?2 OR "
@@ -907,6 +913,25 @@ sqlite__account_set_password(struct store_txn *txn, const char *address, const c
 }
 
 static int
+sqlite__account_set_quota(struct store_txn *txn, const char *address, int64_t quota)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_ACCOUNT_SET_QUOTA);
+	sqlite__bind_text(st, 1, address);
+	sqlite3_bind_int64(st, 2, quota < 0 ? -1 : quota);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot set quota");
+	if (sqlite3_changes(sqlite__w(txn)->db) == 0) {
+		store_txn_error(txn, "account %s does not exist", address);
+		return STORE_ERR_NOTFOUND;
+	}
+	return STORE_OK;
+}
+
+static int
 sqlite__account_remove(struct store_txn *txn, const char *address)
 {
 	sqlite3_stmt *st;
@@ -1156,6 +1181,11 @@ sqlite__mailbox_delete(struct store_txn *txn, int64_t mailbox_id)
 	sqlite3_stmt *st;
 	int rc;
 
+	SQLITE__STMT(txn, st, ST_MAILBOX_DELETE_MESSAGES);
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot delete messages");
 	SQLITE__STMT(txn, st, ST_MAILBOX_DELETE);
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	rc = sqlite__run(st);
@@ -1437,6 +1467,8 @@ sqlite__fill_account(sqlite3_stmt *st, struct store_account *a)
 	a->domain_id = sqlite3_column_int64(st, 1);
 	a->created = sqlite3_column_int64(st, 4);
 	a->disabled = sqlite3_column_int(st, 5) != 0;
+	a->quota = sqlite3_column_int64(st, 6);
+	a->used = (uint64_t)MAX(sqlite3_column_int64(st, 7), 0);
 	if (sqlite__copy(a->address, sizeof(a->address), st, 2) < 0 ||
 	    sqlite__copy(a->pwhash, sizeof(a->pwhash), st, 3) < 0)
 		return STORE_ERR_IO;
@@ -2254,6 +2286,7 @@ const struct store_ops store__sqlite_ops = {
 	.domain_remove = sqlite__domain_remove,
 	.account_add = sqlite__account_add,
 	.account_set_password = sqlite__account_set_password,
+	.account_set_quota = sqlite__account_set_quota,
 	.account_remove = sqlite__account_remove,
 	.alias_add = sqlite__alias_add,
 	.alias_remove = sqlite__alias_remove,

@@ -71,7 +71,8 @@ compile_ex(const char *line, size_t skip, const struct imap_search_context *ctx,
 	}
 	cmd = imap_parser_command(p);
 	assert_true(cmd->nargs >= skip);
-	s = imap_search_parse(cmd->args + skip, cmd->nargs - skip, ctx, error_r, badcharset_r);
+	s = imap_search_parse(skip > 0 ? &cmd->args[skip] : cmd->args, cmd->nargs - skip, ctx, error_r,
+	                      badcharset_r);
 	imap_parser_free(&p);
 	return s;
 }
@@ -1122,6 +1123,43 @@ test_thread_long_chain(void **state)
 	free(m);
 }
 
+static void
+test_thread_flat(void **state)
+{
+	enum { N = 20000 };
+	struct tmsg *t = calloc(N, sizeof(*t));
+	struct imap_search_msg *m = calloc(N, sizeof(*m));
+	char **texts = calloc(N, sizeof(*texts));
+	struct buf out;
+
+	(void)state;
+	/* one root with N-1 replies, none with a subject: appending children must stay linear
+	 * (ORDEREDSUBJECT puts all of them in one thread too) */
+	for (size_t i = 0; i < N; i++) {
+		if (i == 0)
+			texts[i] = xasprintf("Message-ID: <r@x>\r\n\r\n");
+		else
+			texts[i] = xasprintf("Message-ID: <m%zu@x>\r\nIn-Reply-To: <r@x>\r\n\r\n", i);
+		t[i].text = texts[i];
+		m[i] = mk(&t[i], (uint32_t)i + 1, (uint32_t)i + 1, 0, "");
+		m[i].internaldate = (int64_t)i;
+	}
+	for (int alg = 0; alg < 2; alg++) {
+		buf_init(&out, 1024 * 1024);
+		assert_int_equal(imap_thread(alg ? IMAP_THREAD_REFERENCES : IMAP_THREAD_ORDEREDSUBJECT,
+		                             m, N, false, &out),
+		                 0);
+		assert_true(strncmp(buf_cstr(&out), "(1 (2)(3)(4)", 12) == 0);
+		assert_true(strcmp(buf_cstr(&out) + out.len - 8, "(20000))") == 0);
+		buf_deinit(&out);
+	}
+	for (size_t i = 0; i < N; i++)
+		free(texts[i]);
+	free(texts);
+	free(t);
+	free(m);
+}
+
 int
 main(void)
 {
@@ -1146,6 +1184,7 @@ main(void)
 		cmocka_unit_test(test_thread_references_subjects),
 		cmocka_unit_test(test_thread_loops_and_order),
 		cmocka_unit_test(test_thread_long_chain),
+		cmocka_unit_test(test_thread_flat),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
