@@ -334,7 +334,9 @@ cli_serve(struct cli *cli, int argc, char **argv)
 	{
 		struct imap_server_env ienv = {sv.store, sv.auth, NULL, sv.hostname, sv.guard};
 
-		sv.imap_workers = tpool_new((unsigned int)sv.cfg->workers * 2, "imap");
+		/* A command waits for its commit on the worker: enough of them that the writer's
+		 * group commit sees many sessions' changes at once. */
+		sv.imap_workers = tpool_new((unsigned int)MAX(sv.cfg->workers * 4, 16), "imap");
 		ienv.workers = sv.imap_workers;
 		imap_server_setup(&ienv, sv.cfg);
 	}
