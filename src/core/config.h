@@ -64,6 +64,9 @@ struct cfg {
 	uint64_t smtp_data_timeout;     /* ms for a whole DATA/BDAT transfer */
 	uint64_t smtp_min_data_rate;    /* bytes/s averaged over a transfer, after 30 s */
 	uint64_t smtp_plaintext_auth_loopback; /* bool */
+	/* [pop3] */
+	uint64_t pop3_max_bad_commands; /* before disconnecting */
+	uint64_t pop3_idle_timeout;     /* ms, after login */
 	/* [storage] */
 	char *storage_engine;
 	char *database;
