@@ -286,7 +286,6 @@ pop3_stuff_feed(struct pop3_stuff *st, const uint8_t *data, size_t len, struct b
 				st->line_empty = false;
 		}
 		(void)buf_append(out, data + i, end - i);
-		st->last = data[end - 1];
 		st->line_start = lf != NULL;
 		i = end;
 		if (lf == NULL)
@@ -309,7 +308,7 @@ pop3_stuff_feed(struct pop3_stuff *st, const uint8_t *data, size_t len, struct b
 void
 pop3_stuff_finish(struct pop3_stuff *st, struct buf *out)
 {
-	if (st->last != 0 && st->last != '\n')
+	if (!st->line_start)
 		(void)buf_append(out, "\r\n", 2);
 	(void)buf_append(out, ".\r\n", 3);
 	st->done = true;

@@ -88,13 +88,12 @@ const char *pop3_verb_name(enum pop3_verb verb);
  * more; TOP sends the header, the blank line after it and then at most `body_lines` lines. The
  * message is expected with CRLF line ends as the store keeps it; bytes are passed on as they are. */
 struct pop3_stuff {
-	bool line_start;     /* the next byte begins a line */
+	bool line_start;     /* the next byte begins a line (nothing sent yet, or after a LF) */
 	bool line_empty;     /* the current line has nothing but possibly a CR so far */
 	bool in_body;        /* past the blank line that ends the header */
 	bool top;            /* stop after body_lines body lines */
 	bool done;           /* TOP: everything to send has been sent */
 	uint64_t body_lines; /* TOP: body lines still to send */
-	uint8_t last;        /* the last byte sent, 0 before any */
 };
 
 void pop3_stuff_init(struct pop3_stuff *st, bool top, uint64_t body_lines);
