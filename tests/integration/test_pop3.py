@@ -407,6 +407,28 @@ def test_big_message_with_small_output_buffer(make_server):
     assert "output-overflow" not in srv.read_log()
 
 
+@pytest.mark.xfail(reason="under STLS net_conn_output_len() does not count the encrypted bytes "
+                          "below the TLS filter, so the pacing cannot see them (docs/POP3.md)",
+                   strict=False)
+def test_big_message_over_stls_to_a_stalled_reader(make_server):
+    srv = make_server({"limits.max_output_buffer": "64K"}, start=False)
+    srv.cli("user", "add", ALICE, "--password-stdin", input=PW + "\n")
+    srv.start()
+    deliver(srv, ("x" * 70 + "\r\n") * 40000)
+    r = Raw(srv)
+    assert r.cmd(b"STLS").startswith(b"+OK")
+    r.s = ctx(srv).wrap_socket(r.s, server_hostname="mail.example.test")
+    r.send(f"USER {ALICE}\r\nPASS {PW}\r\nRETR 1\r\n".encode())
+    time.sleep(2)  # the client stalls; the server must wait, not overflow
+    data = b""
+    while not data.endswith(b"\r\n.\r\n"):
+        chunk = r.s.recv(65536)
+        assert chunk, "connection dropped"
+        data += chunk
+    r.close()
+    assert "output-overflow" not in srv.read_log()
+
+
 def test_shutdown_says_goodbye_and_keeps_marked_messages(pop):
     deliver(pop, "stays\r\n")
     c = login(pop)
@@ -418,7 +440,10 @@ def test_shutdown_says_goodbye_and_keeps_marked_messages(pop):
 
 
 @pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed")
-def test_fetchmail_over_pop3s(pop, tmpdir_world):
+@pytest.mark.parametrize("port,tls", [("pop3s", "ssl"), ("pop3", "sslproto tls1.2+")])
+def test_fetchmail(pop, tmpdir_world, port, tls):
+    """fetchmail over implicit TLS and over STLS, certificate checked against the server's own
+    (by the name in it: we connect to 127.0.0.1, never through DNS), into a local MDA."""
     deliver(pop, "Fetched by fetchmail.\r\n.dot line\r\n", subject="for fetchmail")
     deliver(pop, "Second one.\r\n", subject="also for fetchmail")
     home = os.path.join(tmpdir_world, "fm")
@@ -426,16 +451,18 @@ def test_fetchmail_over_pop3s(pop, tmpdir_world):
     out = os.path.join(home, "mbox")
     rc = os.path.join(home, "fetchmailrc")
     with open(rc, "w") as f:
-        f.write(f'poll 127.0.0.1 proto pop3 port {pop.ports["pop3s"]} no dns\n'
+        f.write(f'poll 127.0.0.1 proto pop3 port {pop.ports[port]} no dns\n'
                 f'  user "{ALICE}" password "{PW}"\n'
-                f'  ssl sslcertfile "{pop.cert}" no sslcertck fetchall\n'
-                f'  mda "cat >> {out}"\n')
+                f'  {tls} sslcertfile "{pop.cert}" sslcertck sslcommonname "mail.example.test"\n'
+                f'  fetchall mda "cat >> {out}"\n')
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=home, FETCHMAILHOME=home)
     p = subprocess.run(["fetchmail", "--fetchmailrc", rc, "--nosyslog", "-v", "--idfile",
                         os.path.join(home, "ids")], env=env, capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
+    if port == "pop3":
+        assert "upgrade to TLS succeeded" in p.stdout, p.stdout
     with open(out, "rb") as f:
         got = f.read()
     assert b"Subject: for fetchmail" in got and b"Subject: also for fetchmail" in got
