@@ -59,9 +59,13 @@ def login(srv, user=ALICE, pw=PW, attempts=50):
 class Raw:
     """A raw POP3 connection for what poplib hides (stuffing, pipelining, bad input)."""
 
-    def __init__(self, srv, port="pop3", tls=None, src="127.0.0.1"):
-        self.s = socket.create_connection(("127.0.0.1", srv.ports[port]), timeout=15,
-                                          source_address=(src, 0))
+    def __init__(self, srv, port="pop3", tls=None, src="127.0.0.1", rcvbuf=None):
+        self.s = socket.socket()
+        self.s.settimeout(15)
+        if rcvbuf is not None:  # before connect, so the window stays small
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.bind((src, 0))
+        self.s.connect(("127.0.0.1", srv.ports[port]))
         if tls is not None:
             self.s = tls.wrap_socket(self.s, server_hostname="mail.example.test")
         self.buf = b""
@@ -404,6 +408,31 @@ def test_big_message_with_small_output_buffer(make_server):
         assert body.replace(b"\r\n..", b"\r\n.") == stored
         assert r.cmd(b"QUIT").startswith(b"+OK")
         r.close()
+    assert "output-overflow" not in srv.read_log()
+
+
+def test_listings_are_paced_for_a_stalled_reader(make_server):
+    """Pipelined UIDL/LIST answers larger than the output cap wait for the client to read."""
+    srv = make_server({"limits.max_output_buffer": "16K"}, start=False)
+    srv.cli("user", "add", ALICE, "--password-stdin", input=PW + "\n")
+    srv.start()
+    m = b"From: a@example.org\r\nSubject: s\r\n\r\nx\r\n"
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as c:
+        for _ in range(300):
+            c.sendmail("a@example.org", [ALICE], m)
+    r = Raw(srv, rcvbuf=4096)
+    r.cmd(b"USER " + ALICE.encode())
+    assert r.cmd(b"PASS " + PW.encode()).startswith(b"+OK Logged in, 300 messages")
+    r.send(b"UIDL\r\nLIST\r\n" * 40 + b"QUIT\r\n")  # about 600 KB of answers
+    time.sleep(1.5)  # stalled
+    for _ in range(40):
+        assert r.line().startswith(b"+OK")
+        uids = r.multi()
+        assert len(uids) == 300 and uids[299].startswith(b"300 ")
+        assert r.line().startswith(b"+OK 300 messages")
+        assert len(r.multi()) == 300
+    assert r.line().startswith(b"+OK Bye")
+    r.close()
     assert "output-overflow" not in srv.read_log()
 
 
