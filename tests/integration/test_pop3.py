@@ -266,6 +266,35 @@ def test_dele_and_quit_expunge_durably(pop):
     assert pop.cli("store", "check").returncode == 0
 
 
+def test_failed_expunge_deletes_nothing(pop):
+    """QUIT's deletions are one transaction: when one of them fails, none is done and the
+    client hears -ERR [SYS/TEMP]."""
+    import sqlite3
+    for i in range(3):
+        deliver(pop, f"message {i}\r\n")
+    db = os.path.join(pop.data_dir, "postamt.db")
+    con = sqlite3.connect(db, timeout=30)
+    with con:  # a fault for the third message only, after the first two were deleted
+        con.execute("CREATE TRIGGER fail_expunge BEFORE DELETE ON messages WHEN OLD.uid = 3 "
+                    "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    c = login(pop)
+    for n in (1, 2, 3):
+        c.dele(n)
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+        c.quit()
+    c.close()
+    assert len(mailbox_messages(pop, ALICE)) == 3
+    assert "event=update service=pop3" in pop.read_log() and "result=failed" in pop.read_log()
+    with con:
+        con.execute("DROP TRIGGER fail_expunge")
+    con.close()
+    c = login(pop)
+    for n in (1, 2, 3):
+        c.dele(n)
+    assert c.quit().startswith(b"+OK Bye, 3 messages deleted")
+    assert mailbox_messages(pop, ALICE) == []
+
+
 def test_dropped_connection_deletes_nothing(pop):
     for i in range(2):
         deliver(pop, f"message {i}\r\n")
@@ -298,6 +327,13 @@ def test_uidl_stable_across_sessions(pop):
     c.dele(1)
     c.quit()
     deliver(pop, "c\r\n")
+    # Flags as IMAP would set them (\\Seen, \\Flagged, a keyword, a new MODSEQ) change nothing.
+    import sqlite3
+    con = sqlite3.connect(os.path.join(pop.data_dir, "postamt.db"), timeout=30)
+    with con:
+        con.execute("UPDATE messages SET flags = flags | 5, keywords = 'Junk', "
+                    "modseq = modseq + 1")
+    con.close()
     c = login(pop)
     second = [u.split()[1] for u in c.uidl()[1]]
     c.quit()
