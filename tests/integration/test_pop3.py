@@ -40,7 +40,7 @@ def deliver(srv, body, subject="hello", to=ALICE):
         c.sendmail("sender@example.org", [to], m)
 
 
-def login(srv, user=ALICE, pw=PW, attempts=50):
+def login(srv, user=ALICE, pw=PW, attempts=150):
     """A logged-in poplib client; waits while an earlier session still holds the mailbox."""
     for _ in range(attempts):
         c = poplib.POP3("127.0.0.1", srv.ports["pop3"], timeout=15)
