@@ -555,7 +555,9 @@ net_conn_printf(struct net_conn *c, const char *fmt, ...)
 size_t
 net_conn_output_len(struct net_conn *c)
 {
-	return c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+	/* Under a STARTTLS filter the encrypted bytes wait below it: they count too, or a
+	 * protocol pacing its output by this would overrun the output cap. */
+	return conn_pending_output(c);
 }
 
 void

@@ -472,9 +472,6 @@ def test_listings_are_paced_for_a_stalled_reader(make_server):
     assert "output-overflow" not in srv.read_log()
 
 
-@pytest.mark.xfail(reason="under STLS net_conn_output_len() does not count the encrypted bytes "
-                          "below the TLS filter, so the pacing cannot see them (docs/POP3.md)",
-                   strict=False)
 def test_big_message_over_stls_to_a_stalled_reader(make_server):
     srv = make_server({"limits.max_output_buffer": "64K"}, start=False)
     srv.cli("user", "add", ALICE, "--password-stdin", input=PW + "\n")
