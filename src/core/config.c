@@ -114,6 +114,9 @@ static const struct cfg_setting settings[] = {
 	    imap_plaintext_auth_loopback,
 	    "Allow LOGIN and AUTHENTICATE without TLS from loopback addresses"),
 
+	ROW("storage", "sync_flags", CFG_BOOL, "no", 0, 1, NULL, storage_sync_flags,
+	    "Make IMAP flag changes, expunges and subscriptions wait for the disk before OK, like "
+	    "mail does (no: they are committed at once and reach the disk within a second)"),
 	ROW("storage", "quota", CFG_SIZE, "0", 0, GIB(1024 * 1024), NULL, storage_quota,
 	    "Storage quota of each account (0 = unlimited); `postamt user quota` sets one apart"),
 	ROW("storage", "engine", CFG_ENUM, "sqlite", 0, 0, "sqlite", storage_engine,

@@ -65,6 +65,7 @@ struct cfg {
 	uint64_t smtp_min_data_rate;    /* bytes/s averaged over a transfer, after 30 s */
 	uint64_t smtp_plaintext_auth_loopback; /* bool */
 	uint64_t storage_quota;                /* bytes, 0 = unlimited */
+	uint64_t storage_sync_flags;           /* bool */
 	uint64_t imap_timeout;                 /* ms */
 	uint64_t imap_idle_timeout;            /* ms */
 	uint64_t imap_max_bad_commands;        /* count */

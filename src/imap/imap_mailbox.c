@@ -742,7 +742,7 @@ imap_cmd_subscribe(struct imap_session *s, bool on)
 	}
 	if (!arg_name(s, &cmd->args[0], name, false))
 		return;
-	ret = store_exec(imap_env.store, subscribe_run, &c, &error);
+	ret = store_exec_relaxed(imap_env.store, subscribe_run, &c, &error);
 	/* Unsubscribing a name that is gone is what the client wanted anyway. */
 	if (ret != STORE_OK && !(ret == STORE_ERR_NOTFOUND && !on)) {
 		imap_tagged_store_error(s, ret, cmd->name);

@@ -1042,7 +1042,7 @@ imap_cmd_fetch(struct imap_session *s)
 		for (size_t i = 0; i < f->rows.n; i++)
 			any |= (f->rows.v[i].flags & STORE_FLAG_SEEN) == 0;
 		if (any) {
-			ret = store_exec(imap_env.store, seen_run, &c, &error);
+			ret = store_exec_relaxed(imap_env.store, seen_run, &c, &error);
 			if (ret != STORE_OK) {
 				fetch_free(f);
 				imap_tagged_store_error(s, ret, "FETCH");
@@ -1183,7 +1183,7 @@ imap_cmd_store(struct imap_session *s)
 			c.modified[j] = true;
 		ret = STORE_OK;
 	} else {
-		ret = store_exec(imap_env.store, store_run, &c, &error);
+		ret = store_exec_relaxed(imap_env.store, store_run, &c, &error);
 	}
 	if (ret != STORE_OK) {
 		imap_tagged_store_error(s, ret, "STORE");
@@ -1286,7 +1286,7 @@ expunge_deleted(struct imap_session *s, const uint32_t *only, size_t nonly, bool
 	}
 	imap_rows_free(&rows);
 	c.gone = xcalloc(c.n + 1, sizeof(bool));
-	ret = c.n > 0 ? store_exec(imap_env.store, expunge_run, &c, &error) : STORE_OK;
+	ret = c.n > 0 ? store_exec_relaxed(imap_env.store, expunge_run, &c, &error) : STORE_OK;
 	if (ret == STORE_OK && !quiet) {
 		buf_init(&vanished, SIZE_MAX / 2);
 		for (size_t i = 0; i < c.n; i++) {

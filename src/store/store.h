@@ -62,6 +62,7 @@ struct store_options {
 	 * syncfs also flushes whatever else is dirty on it. */
 	bool sync_filesystem;
 	unsigned int batch_max;     /* jobs per transaction, <= STORE_MAX_BATCH */
+	bool relaxed_sync;          /* honour store_job_set_relaxed (storage.sync_flags = no) */
 	uint64_t blob_orphan_age;   /* ms: an unreferenced file older than this is garbage */
 	uint64_t blob_sweep_interval; /* ms between orphan sweeps; 0 = never */
 	/* true (serve): start the writer thread, sync threads and background blob removal.
@@ -113,6 +114,13 @@ void store_submit(struct store *store, struct store_job *job);
 /* Runs fn in a job and waits for the commit. Returns STORE_OK or the error code; *error_r is
  * valid until the next store_exec on this thread. Not for I/O threads. */
 int store_exec(struct store *store, store_job_fn *fn, void *ctx, const char **error_r);
+/* Relaxed durability, for changes that are not mail (flags, expunges, subscriptions): the job
+ * is committed (atomic, visible to every reader, safe from a crash of the process) before done,
+ * but may reach the disk up to a second later, or with the next durable commit, whichever
+ * comes first; a power loss in between may undo it. With store_options.relaxed_sync off (or
+ * without the writer thread) these are the same as the durable ones. */
+void store_job_set_relaxed(struct store_job *job);
+int store_exec_relaxed(struct store *store, store_job_fn *fn, void *ctx, const char **error_r);
 
 /* ---- Writes (inside a job) -------------------------------------------------------------- */
 

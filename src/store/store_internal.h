@@ -22,6 +22,8 @@
 /* Unreferenced blobs removed per garbage-collection transaction: bounds how long the write lock
  * is held while files are unlinked. */
 #define STORE__GC_LIMIT 256
+/* How long a relaxed commit may wait before the writer puts it on disk, ms. */
+#define STORE__RELAXED_MS 1000
 
 struct tpool;
 struct store__gc_req;
@@ -36,6 +38,10 @@ typedef int store__blob_check_cb(struct store *store, const char *id, uint64_t s
  * owns threads, blob files and the durability protocol; an engine only knows SQL. */
 struct store_ops {
 	const char *name;
+	/* Whether the next commits wait for the disk (the default) or not (relaxed jobs). */
+	int (*set_durable)(struct store *store, bool durable);
+	/* Puts everything committed so far on disk. Called with write_lock held. */
+	int (*sync)(struct store *store);
 	/* Opens the database, applies migrations, sets store->engine. */
 	int (*open)(struct store *store, const char **error_r);
 	void (*close)(struct store *store);
@@ -169,6 +175,8 @@ struct store__stats {
 	uint64_t blobs_synced;  /* blob files fsynced, count */
 	uint64_t dirs_synced;   /* folder fsyncs, count */
 	uint64_t gc_removed;    /* files removed by garbage collection, count */
+	uint64_t relaxed_commits; /* batches committed without waiting for the disk, count */
+	uint64_t relaxed_syncs;   /* writer syncs that put relaxed commits on disk, count */
 };
 
 enum store__blob_state {
@@ -200,6 +208,7 @@ struct store_job {
 	int result;     /* store_err */
 	char *error;    /* message of a failure, or NULL */
 	bool queued;    /* handed to store_submit */
+	bool relaxed;   /* store_job_set_relaxed: may commit without waiting for the disk */
 	int64_t *touched; /* mailboxes this job changed (store__txn_touch), for the change hook */
 	size_t ntouched, touched_cap;
 };
@@ -237,6 +246,10 @@ struct store {
 	struct tpool *sync_pool;
 	bool sync_filesystem; /* store_options.sync_filesystem */
 	struct store__stats stats;
+	/* A relaxed batch committed and has not reached the disk yet (since relaxed_since, ms of
+	 * CLOCK_MONOTONIC). Under `lock`. */
+	bool relaxed_pending;
+	uint64_t relaxed_since;
 	store_change_fn *change_hook; /* set before any job runs */
 	void *change_ctx;
 

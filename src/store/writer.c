@@ -28,6 +28,31 @@ static _Thread_local bool store__in_txn;
 
 /* ---- Jobs ------------------------------------------------------------------------------- */
 
+static uint64_t
+store__mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Waits on cond for at most ms (store->wake runs on CLOCK_MONOTONIC, see store_open). */
+static void
+store__cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	(void)pthread_cond_timedwait(cond, lock, &ts);
+}
+
 struct store_job *
 store_job_new(store_job_fn *run, store_done_fn *done, void *ctx)
 {
@@ -357,11 +382,34 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 			alive++;
 	}
 	if (alive > 0) {
+		/* A batch of relaxed jobs only (flags, expunges: no mail) commits without waiting
+		 * for the disk; the writer syncs it within STORE__RELAXED_MS, and any durable commit
+		 * before that syncs it too (the log is written in order). */
+		bool relaxed = store->have_writer;
+
+		for (size_t i = 0; i < n && relaxed; i++)
+			relaxed = jobs[i]->result != STORE_OK || (jobs[i]->relaxed && jobs[i]->nblobs == 0);
 		pthread_mutex_lock(&store->write_lock);
 		store__in_txn = true;
+		if (relaxed && store->ops->set_durable(store, false) != STORE_OK)
+			relaxed = false;
 		committed = store__transact(store, jobs, n, &unsure);
+		if (relaxed)
+			(void)store->ops->set_durable(store, true);
 		store__in_txn = false;
 		pthread_mutex_unlock(&store->write_lock);
+		if (committed) {
+			pthread_mutex_lock(&store->lock);
+			if (relaxed)
+				store->stats.relaxed_commits++;
+			if (relaxed && !store->relaxed_pending) {
+				store->relaxed_pending = true;
+				store->relaxed_since = store__mono_ms();
+			} else if (!relaxed) {
+				store->relaxed_pending = false;
+			}
+			pthread_mutex_unlock(&store->lock);
+		}
 	}
 
 	/* Files of failed jobs go now, before done: a client told "failed" must not find its
@@ -500,8 +548,29 @@ store__exec_done(struct store_job *job, void *ctx)
 	pthread_mutex_unlock(&ex->lock);
 }
 
+static int store__exec(struct store *store, store_job_fn *fn, void *ctx, bool relaxed,
+                       const char **error_r);
+
 int
 store_exec(struct store *store, store_job_fn *fn, void *ctx, const char **error_r)
+{
+	return store__exec(store, fn, ctx, false, error_r);
+}
+
+int
+store_exec_relaxed(struct store *store, store_job_fn *fn, void *ctx, const char **error_r)
+{
+	return store__exec(store, fn, ctx, store->opts.relaxed_sync, error_r);
+}
+
+void
+store_job_set_relaxed(struct store_job *job)
+{
+	job->relaxed = true;
+}
+
+static int
+store__exec(struct store *store, store_job_fn *fn, void *ctx, bool relaxed, const char **error_r)
 {
 	static _Thread_local char msg[512];
 	struct store__exec ex;
@@ -518,6 +587,7 @@ store_exec(struct store *store, store_job_fn *fn, void *ctx, const char **error_
 	pthread_mutex_init(&ex.lock, NULL);
 	pthread_cond_init(&ex.cond, NULL);
 	job = store_job_new(store__exec_run, store__exec_done, &ex);
+	job->relaxed = relaxed;
 	store_submit(store, job);
 	pthread_mutex_lock(&ex.lock);
 	while (!ex.done)
@@ -534,6 +604,7 @@ store_exec(struct store *store, store_job_fn *fn, void *ctx, const char **error_
 }
 
 /* ---- The writer thread ------------------------------------------------------------------ */
+
 
 /* One bounded step of unreferenced-blob removal, when a commit may have left some. */
 static void
@@ -571,8 +642,35 @@ store__writer_main(void *arg)
 		size_t n = 0;
 
 		while (store->head == NULL && store->gc_reqs == NULL && !store->gc_check &&
-		       !store->closing)
-			pthread_cond_wait(&store->wake, &store->lock);
+		       !store->closing) {
+			uint64_t now = store__mono_ms();
+
+			if (!store->relaxed_pending) {
+				pthread_cond_wait(&store->wake, &store->lock);
+				continue;
+			}
+			if (now >= store->relaxed_since + STORE__RELAXED_MS) {
+				/* Relaxed commits waited long enough: put them on disk now. */
+				int ret;
+
+				store->relaxed_pending = false;
+				pthread_mutex_unlock(&store->lock);
+
+				pthread_mutex_lock(&store->write_lock);
+				ret = store->ops->sync(store);
+				pthread_mutex_unlock(&store->write_lock);
+				pthread_mutex_lock(&store->lock);
+				store->stats.relaxed_syncs++;
+				pthread_mutex_unlock(&store->lock);
+				if (ret != STORE_OK)
+					log_error("event=store_sync result=failed error=\"%s\"",
+					          store_err_str(ret));
+				pthread_mutex_lock(&store->lock);
+				continue;
+			}
+			store__cond_wait_ms(&store->wake, &store->lock,
+			                    store->relaxed_since + STORE__RELAXED_MS - now);
+		}
 		while (store->head != NULL && n < store->opts.batch_max) {
 			batch[n++] = store->head;
 			store->head = store->head->next;

@@ -1704,6 +1704,47 @@ test_reads_during_write(void **state)
 	assert_int_equal(store_domain_exists(f->store, "later.test"), 1);
 }
 
+/* Relaxed jobs (flags, expunges) are committed and visible at once, and synced by the writer
+ * within a second; a durable commit counts as their sync. */
+static void
+test_relaxed_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct store__stats st;
+	struct names org = {"example.org", NULL, 0}, net = {"example.net", NULL, 0};
+	struct names com = {"example.com", NULL, 0}, edu = {"example.edu", NULL, 0};
+	const char *error;
+	uint64_t before;
+
+	f->opts.background = true;
+	f->opts.relaxed_sync = true;
+	open_store(f);
+	assert_int_equal(store_exec(f->store, job_domain_add, &org, &error), STORE_OK);
+	assert_int_equal(store_exec_relaxed(f->store, job_domain_add, &net, &error),
+	                 STORE_OK);
+	assert_int_equal(store_domain_exists(f->store, "example.net"), 1);
+	store__stats(f->store, &st);
+	assert_int_equal(st.relaxed_commits, 1);
+	before = st.relaxed_syncs;
+	for (int i = 0; i < 300 && st.relaxed_syncs == before; i++) {
+		usleep(10 * 1000);
+		store__stats(f->store, &st);
+	}
+	assert_int_equal(st.relaxed_syncs, before + 1);
+	/* A relaxed job mixed with a durable one in a batch is durable: nothing left to sync. */
+	assert_int_equal(store_exec(f->store, job_domain_add, &com, &error), STORE_OK);
+	store__stats(f->store, &st);
+	assert_int_equal(st.relaxed_commits, 1);
+	store_close(&f->store);
+	/* Without the option, relaxed is durable. */
+	f->opts.relaxed_sync = false;
+	open_store(f);
+	assert_int_equal(store_exec_relaxed(f->store, job_domain_add, &edu, &error),
+	                 STORE_OK);
+	store__stats(f->store, &st);
+	assert_int_equal(st.relaxed_commits, 0);
+}
+
 int
 main(void)
 {
@@ -1724,6 +1765,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit_concurrency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reads_during_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relaxed_commit, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
