@@ -70,6 +70,7 @@ struct cfg {
 	uint64_t imap_max_bad_commands;        /* count */
 	uint64_t imap_append_limit;            /* bytes */
 	uint64_t imap_plaintext_auth_loopback; /* bool */
+	uint64_t imap_search_index_budget;     /* bytes */
 	/* [storage] */
 	char *storage_engine;
 	char *database;
