@@ -1934,9 +1934,53 @@ sqlite__fts_pending(struct store *store, int64_t mailbox_id, store_fts_pending_c
 	return sqlite__read_end(&r, rc, ret);
 }
 
-/* An FTS5 query from the terms: "(alt OR alt) AND (...)", each alternative a column filter and
- * an FTS5 string (double quotes, an embedded one doubled); the trigram tokenizer turns the
- * string into a phrase of consecutive trigrams, which matches exactly where it is a substring. */
+/* Trigrams of one term put in a query: each is one more posting list to read, and any subset
+ * of a term's trigrams is still a condition every file holding the term meets. */
+#define SQLITE__FTS_TRIGRAMS 8
+
+/* Appends "tri" AND "tri" ... for a term (valid UTF-8, >= 3 characters, checked by store.c):
+ * up to SQLITE__FTS_TRIGRAMS of its trigrams, spread over it, first and last included. Each is
+ * an FTS5 string (double quotes, an embedded one doubled) of exactly three characters, which
+ * the trigram tokenizer reads as one token. */
+/* Octet offset of character k of a valid UTF-8 text (len for k = its character count). */
+static size_t
+sqlite__utf8_offset(const uint8_t *p, size_t len, size_t k)
+{
+	size_t i = 0;
+
+	while (k-- > 0 && i < len)
+		i += store__utf8_len(p + i, len - i);
+	return i;
+}
+
+static void
+sqlite__fts_trigrams(struct buf *q, const struct store_fts_term *t)
+{
+	const uint8_t *p = (const uint8_t *)t->text;
+	size_t n = 0, picks;
+
+	for (size_t i = 0; i < t->len; i += store__utf8_len(p + i, t->len - i))
+		n++;
+	picks = MIN(n - 2, (size_t)SQLITE__FTS_TRIGRAMS);
+	for (size_t j = 0; j < picks; j++) {
+		size_t k = picks == 1 ? 0 : j * (n - 3) / (picks - 1);
+		size_t from = sqlite__utf8_offset(p, t->len, k);
+		size_t to = from + sqlite__utf8_offset(p + from, t->len - from, 3);
+
+		(void)buf_append_str(q, j == 0 ? "\"" : " AND \"");
+		for (size_t b = from; b < to; b++) {
+			if (p[b] == '"')
+				(void)buf_append_byte(q, '"');
+			(void)buf_append_byte(q, p[b]);
+		}
+		(void)buf_append_byte(q, '"');
+	}
+}
+
+/* An FTS5 query from the terms: "(alt OR alt) AND (...)", each alternative a column filter
+ * and the AND of the term's trigrams. The table keeps no token positions (detail=column), so
+ * this asks for the trigrams anywhere in the column, not in a row: a superset of the files
+ * holding the term, which is what a filter may answer. */
 static void
 sqlite__fts_query(struct buf *q, const struct store_fts_term *terms, size_t nterms)
 {
@@ -1949,17 +1993,13 @@ sqlite__fts_query(struct buf *q, const struct store_fts_term *terms, size_t nter
 		else
 			(void)buf_append_str(q, " OR ");
 		if (t->where == STORE_FTS_HEADER)
-			(void)buf_append_str(q, "header : \"");
+			(void)buf_append_str(q, "header : (");
 		else if (t->where == STORE_FTS_BODY)
-			(void)buf_append_str(q, "body : \"");
+			(void)buf_append_str(q, "body : (");
 		else
-			(void)buf_append_str(q, "{header body} : \"");
-		for (size_t k = 0; k < t->len; k++) {
-			if (t->text[k] == '"')
-				(void)buf_append_byte(q, '"');
-			(void)buf_append_byte(q, (uint8_t)t->text[k]);
-		}
-		(void)buf_append_byte(q, '"');
+			(void)buf_append_str(q, "{header body} : (");
+		sqlite__fts_trigrams(q, t);
+		(void)buf_append_byte(q, ')');
 	}
 	(void)buf_append_byte(q, ')');
 }
@@ -1972,8 +2012,8 @@ sqlite__fts_match(struct store *store, int64_t mailbox_id, const struct store_ft
 	struct buf q;
 	int rc, ret;
 
-	/* Each term at most doubles (quotes) plus its column filter and operators. */
-	buf_init(&q, STORE_FTS_MAX_TERMS * (2 * STORE_FTS_MAX_TERM + 64));
+	/* Per term: its trigrams (12 octets each at most, 24 quoted) and operators. */
+	buf_init(&q, STORE_FTS_MAX_TERMS * (SQLITE__FTS_TRIGRAMS * (24 + 8) + 64));
 	sqlite__fts_query(&q, terms, nterms);
 	if (q.err) {
 		buf_deinit(&q);
