@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "guard/guard.h"
 #include "net/net.h"
+#include "pop3/pop3_server.h"
 #include "proto/greeter.h"
 #include "queue/queue.h"
 #include "imap/imap_server.h"
@@ -133,6 +134,7 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	apply_log_settings(cfg);
 	smtp_server_reload(cfg);
 	imap_server_reload(cfg);
+	pop3_server_reload(cfg);
 	{
 		struct guard_options gopts;
 		const char *gerr;
@@ -298,6 +300,8 @@ cli_serve(struct cli *cli, int argc, char **argv)
 	protos[NET_SVC_SUBMISSIONS] = smtp_server_proto();
 	protos[NET_SVC_IMAP] = imap_server_proto();
 	protos[NET_SVC_IMAPS] = imap_server_proto();
+	protos[NET_SVC_POP3] = pop3_server_proto();
+	protos[NET_SVC_POP3S] = pop3_server_proto();
 
 	if (net_server_new(sv.cfg, protos, &sv.net, &error) < 0) {
 		log_error("event=start result=failed reason=\"%s\"", error);
@@ -329,12 +333,16 @@ cli_serve(struct cli *cli, int argc, char **argv)
 		struct smtp_server_env senv = {sv.store, sv.auth, sv.lookups, sv.hostname, sv.guard,
 		                               kick_queue, &sv};
 		smtp_server_setup(&senv, sv.cfg);
+		struct pop3_server_env penv = {sv.store, sv.auth, sv.lookups, sv.hostname, sv.guard};
+		pop3_server_setup(&penv, sv.cfg);
 	}
 	greeter_set_guard(sv.guard);
 	{
 		struct imap_server_env ienv = {sv.store, sv.auth, NULL, sv.hostname, sv.guard};
 
-		sv.imap_workers = tpool_new((unsigned int)sv.cfg->workers * 2, "imap");
+		/* A command waits for its commit on the worker: enough of them that the writer's
+		 * group commit sees many sessions' changes at once. */
+		sv.imap_workers = tpool_new((unsigned int)MAX(sv.cfg->workers * 4, 16), "imap");
 		ienv.workers = sv.imap_workers;
 		imap_server_setup(&ienv, sv.cfg);
 	}

@@ -91,7 +91,16 @@ static const struct cfg_setting settings[] = {
 	    "Slowest average transfer accepted after the first 30 s (bytes per second; 0 = off)"),
 	ROW("smtp", "plaintext_auth_loopback", CFG_BOOL, "yes", 0, 1, NULL,
 	    smtp_plaintext_auth_loopback,
-	    "Allow AUTH without TLS from loopback addresses (elsewhere TLS is always required)"),
+	    "Allow AUTH without TLS from loopback addresses (elsewhere TLS is always required); "
+	    "also applies to POP3 USER/PASS and AUTH"),
+
+	ROW("pop3", "max_bad_commands", CFG_UINT, "10", 1, 1000, NULL, pop3_max_bad_commands,
+	    "Refused or malformed POP3 commands (failed logins included) before the connection is "
+	    "closed"),
+	ROW("pop3", "idle_timeout", CFG_DURATION, "10m", MINUTES(1), HOURS(24), NULL,
+	    pop3_idle_timeout,
+	    "Inactivity timeout after login (RFC 1939 3: at least 10m); before login "
+	    "limits.idle_timeout applies"),
 
 	ROW("imap", "timeout", CFG_DURATION, "30m", SECONDS(1), HOURS(24), NULL, imap_timeout,
 	    "Idle time allowed between IMAP commands (RFC 9051 asks for at least 30 minutes)"),

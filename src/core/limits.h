@@ -14,6 +14,10 @@
 #define AUTH_MAX_PASSWORD 511
 /* AUTH responses (base64) before decoding: Dovecot max_auth_size. */
 #define AUTH_MAX_SASL_RESPONSE 8192
+/* POP3 command lines, CRLF included: RFC 2449 4 allows 255 octets and 40-octet arguments;
+ * 1024 leaves room for long user names and passwords (USER/PASS) and AUTH initial responses
+ * while staying small, since it is buffered before login. */
+#define POP3_MAX_LINE 1024
 /* Bytes of one sanitised log field: enough to recognise, too little to flood the log. */
 #define LOG_MAX_FIELD 160
 /* Listening sockets in one listener setting. */
@@ -27,6 +31,9 @@
 
 #if AUTH_MAX_SASL_RESPONSE > 65536
 #error "AUTH_MAX_SASL_RESPONSE must stay small: it is buffered pre-auth"
+#endif
+#if POP3_MAX_LINE < 255 || POP3_MAX_LINE > 8192
+#error "POP3_MAX_LINE must allow RFC 2449's 255 octets and stay small: it is buffered pre-auth"
 #endif
 #if STORE_MAX_BATCH > 10000
 #error "STORE_MAX_BATCH too large: one transaction would hold the write lock too long"

@@ -203,6 +203,7 @@ struct fetch {
 	bool vanished;
 	bool set_seen;
 	bool need_tree;
+	bool gone; /* some requested messages were expunged by another session meanwhile */
 	struct imap_rows rows;
 	size_t next; /* the next row to send */
 	uint32_t *uids;
@@ -856,6 +857,8 @@ static int fetch_continue(struct imap_session *s);
 static int
 fetch_finish(struct imap_session *s, struct fetch *f, const char *why)
 {
+	bool gone = f->gone;
+
 	s->resume_ctx = NULL;
 	fetch_free(f);
 	if (why != NULL) {
@@ -864,7 +867,10 @@ fetch_finish(struct imap_session *s, struct fetch *f, const char *why)
 	}
 	if (s->cmd->uid)
 		(void)imap_view_sync(s, true);
-	imap_tagged(s, "OK", "%sFETCH completed", s->cmd->uid ? "UID " : "");
+	if (gone && !s->cmd->uid)
+		imap_tagged(s, "OK", "[EXPUNGEISSUED] Some messages were expunged meanwhile");
+	else
+		imap_tagged(s, "OK", "%sFETCH completed", s->cmd->uid ? "UID " : "");
 	return 0;
 }
 
@@ -1027,6 +1033,7 @@ imap_cmd_fetch(struct imap_session *s)
 		imap_tagged_store_error(s, ret, "FETCH");
 		return;
 	}
+	f->gone = f->rows.n < f->nuids;
 	if (f->set_seen && !s->view->readonly) {
 		struct seen_ctx c = {s->view->mailbox_id, f->rows.v, f->rows.n};
 		const char *error;

@@ -328,7 +328,7 @@ flush_out(struct imap_session *s)
 		buf_reset(&s->out);
 	}
 	/* A worker may have grown it for a big FETCH: give the memory back. */
-	if (s->out.cap > 64 * 1024) {
+	if (s->out.cap > 8 * 1024) {
 		buf_deinit(&s->out);
 		buf_init(&s->out, SIZE_MAX / 2);
 	}
@@ -519,6 +519,8 @@ worker_finish(void *arg)
 		/* More changes may have come while the sync ran. */
 		if (s->changed && s->idling)
 			run_idle_sync(s);
+		else
+			imap_input(s, s->conn); /* "DONE" may have arrived meanwhile */
 		return;
 	}
 	if (!s->dead)

@@ -1,5 +1,6 @@
-"""The guard against password guessing, through SMTP AUTH on the submission port (IMAP and
-POP3 logins do not exist yet; their ports already refuse banned addresses)."""
+"""The guard against password guessing, through SMTP AUTH on the submission port (POP3 logins
+are covered in test_pop3.py; IMAP logins do not exist yet, its ports already refuse banned
+addresses)."""
 import json
 import smtplib
 import socket
