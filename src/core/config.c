@@ -113,6 +113,9 @@ static const struct cfg_setting settings[] = {
 	ROW("imap", "plaintext_auth_loopback", CFG_BOOL, "yes", 0, 1, NULL,
 	    imap_plaintext_auth_loopback,
 	    "Allow LOGIN and AUTHENTICATE without TLS from loopback addresses"),
+	ROW("imap", "search_index_budget", CFG_SIZE, "32M", 0, GIB(1), NULL,
+	    imap_search_index_budget,
+	    "Bytes of messages one SEARCH may add to the full-text index before searching (the rest is read directly; 0 = never index)"),
 
 	ROW("storage", "sync_flags", CFG_BOOL, "no", 0, 1, NULL, storage_sync_flags,
 	    "Make IMAP flag changes, expunges and subscriptions wait for the disk before OK, like "

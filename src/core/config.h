@@ -71,6 +71,7 @@ struct cfg {
 	uint64_t imap_max_bad_commands;        /* count */
 	uint64_t imap_append_limit;            /* bytes */
 	uint64_t imap_plaintext_auth_loopback; /* bool */
+	uint64_t imap_search_index_budget;     /* bytes */
 	/* [pop3] */
 	uint64_t pop3_max_bad_commands; /* before disconnecting */
 	uint64_t pop3_idle_timeout;     /* ms, after login */

@@ -1534,29 +1534,161 @@ eval(const struct node *n, struct mstate *st)
 	PANIC("search key type %d", (int)n->type);
 }
 
+static void
+mstate_init(struct mstate *st, const struct imap_search *s, const struct imap_search_msg *msg)
+{
+	memset(st, 0, sizeof(*st));
+	st->msg = msg;
+	st->s = s;
+	buf_init(&st->hdr, IMAP_SEARCH_MAX_TEXT);
+	buf_init(&st->body, IMAP_SEARCH_MAX_TEXT);
+	buf_init(&st->tmp, IMAP_SEARCH_MAX_TEXT);
+	buf_init(&st->tmp2, IMAP_SEARCH_MAX_TEXT);
+	/* never hand a NULL buffer to the decoders, even for empty text */
+	(void)buf_append(&st->tmp, "", 0);
+	(void)buf_append(&st->tmp2, "", 0);
+	(void)buf_append(&st->hdr, "", 0);
+	(void)buf_append(&st->body, "", 0);
+}
+
+static void
+mstate_deinit(struct mstate *st)
+{
+	buf_deinit(&st->hdr);
+	buf_deinit(&st->body);
+	buf_deinit(&st->tmp);
+	buf_deinit(&st->tmp2);
+	free(st->fields);
+}
+
 int
 imap_search_match(const struct imap_search *s, const struct imap_search_msg *msg)
 {
 	struct mstate st;
 	int r;
 
-	memset(&st, 0, sizeof(st));
-	st.msg = msg;
-	st.s = s;
-	buf_init(&st.hdr, IMAP_SEARCH_MAX_TEXT);
-	buf_init(&st.body, IMAP_SEARCH_MAX_TEXT);
-	buf_init(&st.tmp, IMAP_SEARCH_MAX_TEXT);
-	buf_init(&st.tmp2, IMAP_SEARCH_MAX_TEXT);
-	/* never hand a NULL buffer to the decoders, even for empty text */
-	(void)buf_append(&st.tmp, "", 0);
-	(void)buf_append(&st.tmp2, "", 0);
-	(void)buf_append(&st.hdr, "", 0);
-	(void)buf_append(&st.body, "", 0);
+	mstate_init(&st, s, msg);
 	r = eval(s->root, &st);
-	buf_deinit(&st.hdr);
-	buf_deinit(&st.body);
-	buf_deinit(&st.tmp);
-	buf_deinit(&st.tmp2);
-	free(st.fields);
+	mstate_deinit(&st);
 	return r;
+}
+
+/* ---- text for an index ------------------------------------------------------------------------ */
+
+void
+imap_search_extract(const uint8_t *data, size_t len, struct buf *header_r, struct buf *body_r)
+{
+	static const struct imap_search_msg none = {0};
+	struct mstate st;
+
+	/* The matcher's own state, with the message already "read": the same functions build
+	 * the same text as HEADER, BODY and TEXT keys search. */
+	mstate_init(&st, NULL, &none);
+	st.loaded = 1;
+	st.data = data;
+	st.len = data != NULL ? len : 0;
+	(void)load_header(&st);
+	(void)load_body(&st);
+	*header_r = st.hdr;
+	*body_r = st.body;
+	buf_init(&st.hdr, 0);
+	buf_init(&st.body, 0);
+	mstate_deinit(&st);
+}
+
+/* Whether an index can look a needle up: valid UTF-8 without NUL (an index may store other
+ * octets as U+FFFD, which such a needle could then not meet), at least min_chars characters
+ * and at most max_len octets. */
+static bool
+needle_indexable(const struct node *n, size_t min_chars, size_t max_len)
+{
+	const uint8_t *p = (const uint8_t *)n->str;
+	size_t i = 0, chars = 0;
+
+	if (n->str_len > max_len)
+		return false;
+	while (i < n->str_len) {
+		uint32_t c;
+		size_t k = utf8_decode(p + i, n->str_len - i, &c);
+
+		if (k == 0 || c == 0)
+			return false;
+		i += k;
+		chars++;
+	}
+	return chars >= min_chars && chars > 0;
+}
+
+struct terms {
+	struct imap_search_term *v;
+	size_t n, max;
+	size_t min_chars, max_len;
+	unsigned int group;
+};
+
+/* Appends texts one of which every message matching n contains (alternatives of one group).
+ * Returns false, appending nothing, when n gives no such list: NOT, non-text keys, short or
+ * long or binary needles, or too many terms. */
+static bool
+alternatives(const struct node *n, struct terms *t)
+{
+	size_t save = t->n;
+
+	switch (n->type) {
+	case K_HEADER:
+	case K_BODY:
+	case K_TEXT:
+		if (!needle_indexable(n, t->min_chars, t->max_len) || t->n >= t->max)
+			return false;
+		t->v[t->n++] = (struct imap_search_term){
+			.group = t->group,
+			.where = n->type == K_HEADER ? IMAP_SEARCH_IN_HEADER :
+			         n->type == K_BODY   ? IMAP_SEARCH_IN_BODY :
+			                               IMAP_SEARCH_IN_HEADER | IMAP_SEARCH_IN_BODY,
+			.text = n->str,
+			.len = n->str_len,
+		};
+		return true;
+	case K_OR:
+		/* a OR b: every message has a text of a's list or of b's */
+		for (const struct node *k = n->child; k != NULL; k = k->next) {
+			if (!alternatives(k, t)) {
+				t->n = save;
+				return false;
+			}
+		}
+		return true;
+	case K_AND:
+		/* a AND b: a's list alone is enough */
+		for (const struct node *k = n->child; k != NULL; k = k->next) {
+			if (alternatives(k, t))
+				return true;
+		}
+		return false;
+	default:
+		return false;
+	}
+}
+
+/* The operands of the top-level AND (and of lists nested in it) are groups of their own. */
+static void
+conjuncts(const struct node *n, struct terms *t)
+{
+	if (n->type == K_AND) {
+		for (const struct node *k = n->child; k != NULL; k = k->next)
+			conjuncts(k, t);
+		return;
+	}
+	if (alternatives(n, t))
+		t->group++;
+}
+
+size_t
+imap_search_required(const struct imap_search *s, size_t min_chars, size_t max_len,
+                     struct imap_search_term *terms, size_t max)
+{
+	struct terms t = {terms, 0, max, min_chars, max_len, 0};
+
+	conjuncts(s->root, &t);
+	return t.n;
 }

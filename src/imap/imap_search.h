@@ -126,6 +126,42 @@ bool imap_search_uses_modseq(const struct imap_search *s);
 /* Runs the program on one message: 1 match, 0 no match, -1 read_message failed. */
 ATTR_WUR int imap_search_match(const struct imap_search *s, const struct imap_search_msg *msg);
 
+/* ---- full-text index support ------------------------------------------------------------------
+ * A caller may keep an index of the text below per message and use it to skip messages that
+ * cannot match: imap_search_required() lists texts a matching message necessarily contains.
+ * The program stays the judge: messages the index lets through are matched as usual. */
+
+/* The text HEADER, BODY and TEXT keys search in a raw message (see "Matching rules"), built by
+ * the matcher's own code: *header_r gets "name: value\n" per top-level field, each value
+ * unfolded and RFC 2047-decoded; *body_r the decoded text leaves and the headers of enclosed
+ * messages; both case-folded, each at most IMAP_SEARCH_MAX_TEXT octets. A needle of a key
+ * matches the message's text exactly when it is a substring of these (for HEADER, of the named
+ * field's value, which lies inside *header_r). Both buffers are initialised by the call; the
+ * caller frees them with buf_deinit(). data NULL: an empty message. */
+void imap_search_extract(const uint8_t *data, size_t len, struct buf *header_r,
+                         struct buf *body_r);
+
+#define IMAP_SEARCH_IN_HEADER 0x1u
+#define IMAP_SEARCH_IN_BODY 0x2u
+
+/* A text every matching message contains: in one of the `where` texts of imap_search_extract.
+ * Terms of one group are alternatives (at least one of them is there); every group is. */
+struct imap_search_term {
+	unsigned int group;   /* 0, 1, ... in ascending order */
+	unsigned int where;   /* IMAP_SEARCH_IN_* bits */
+	const char *text;     /* borrowed from the program: folded, valid UTF-8 without NUL */
+	size_t len;           /* octets of text */
+};
+
+/* Lists, into terms[0..max), what every message matching the program contains: one group per
+ * operand of the top-level AND that is a text key (HEADER, SUBJECT, FROM, TO, CC, BCC, BODY,
+ * TEXT), an OR of such keys (one group of alternatives), or a list holding one. NOT, other keys
+ * and needles shorter than min_chars characters, longer than max_len octets, not valid UTF-8
+ * or with NUL give no group; nor does an OR when terms[] has no room for all of it. Returns the
+ * number of terms; 0 means no message can be skipped. */
+size_t imap_search_required(const struct imap_search *s, size_t min_chars, size_t max_len,
+                            struct imap_search_term *terms, size_t max);
+
 /* ---- helpers shared with SORT and THREAD ---------------------------------------------------- */
 
 /* Appends s[0..len) case-folded (see "Matching rules"); octets that are not UTF-8 are copied as

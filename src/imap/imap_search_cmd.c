@@ -1,20 +1,23 @@
 /* SEARCH (RFC 3501 6.4.4, ESEARCH RFC 4731, SEARCHRES RFC 5182, MODSEQ RFC 7162), SORT and
  * THREAD (RFC 5256): the commands around the engine of imap_search.c / imap_sort.c. Message
- * text is read from the files only when a key needs it; one message at a time is held. */
+ * text is read from the files only when a key needs it, and not for the messages the full-text
+ * index rules out (imap_search_index.c); one message at a time is held. */
 #include "imap/imap_search.h"
+#include "imap/imap_search_index.h"
 #include "imap/imap_session.h"
 #include "imap/imap_sort.h"
 
-#include <fcntl.h>
+#include "core/log.h"
+
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <time.h>
 
 /* Reads message files for the engine: the last one read stays until the next read. */
 struct reader {
 	uint8_t *data;
 	size_t len;
+	size_t reads; /* files read, count */
 };
 
 struct msg_ctx {
@@ -27,35 +30,14 @@ read_message(void *ctx, const uint8_t **data_r, size_t *len_r)
 {
 	struct msg_ctx *m = ctx;
 	struct reader *r = m->reader;
-	char *path = store_blob_path(imap_env.store, m->blob_id);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	size_t got = 0;
 
-	free(path);
 	free(r->data);
 	r->data = NULL;
 	r->len = 0;
-	if (fd < 0) {
-		*data_r = NULL; /* gone meanwhile: matches as empty */
-		*len_r = 0;
-		return 0;
-	}
-	if (fstat(fd, &st) < 0) {
-		close(fd);
+	r->reads++;
+	if (imap_search_read_file(m->blob_id, &r->data, &r->len) < 0)
 		return -1;
-	}
-	r->data = xmalloc((size_t)st.st_size + 1);
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, r->data + got, (size_t)st.st_size - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	r->len = got;
-	*data_r = r->data;
+	*data_r = r->data; /* NULL: gone meanwhile, matches as empty */
 	*len_r = r->len;
 	return 0;
 }
@@ -153,21 +135,52 @@ compile(struct imap_session *s, const struct imap_arg *args, size_t nargs, bool 
 	return prog;
 }
 
-/* Runs prog over the corpus: matches[] gets indexes into c->msgs. Returns the count or -1. */
-static ssize_t
-run(struct imap_search *prog, struct corpus *c, size_t *matches)
+static uint64_t
+now_ms(void)
 {
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs prog over the corpus: matches[] gets indexes into c->msgs. Messages the full-text index
+ * rules out are not looked at. Returns the count or -1. */
+static ssize_t
+run(struct imap_session *s, struct imap_search *prog, struct corpus *c, size_t *matches)
+{
+	struct imap_search_stats stats;
+	uint32_t *uids = xmalloc((c->rows.n + 1) * sizeof(*uids));
+	bool *skip = xmalloc((c->rows.n + 1) * sizeof(*skip));
+	uint64_t start = now_ms();
 	size_t n = 0;
+	ssize_t ret = 0;
 
-	for (size_t i = 0; i < c->rows.n; i++) {
-		int m = imap_search_match(prog, &c->msgs[i]);
+	for (size_t i = 0; i < c->rows.n; i++)
+		uids[i] = c->rows.v[i].uid;
+	imap_search_prefilter(s, prog, uids, c->rows.n, skip, &stats);
+	for (size_t i = 0; i < c->rows.n && ret >= 0; i++) {
+		int m;
 
+		if (skip[i])
+			continue;
+		m = imap_search_match(prog, &c->msgs[i]);
 		if (m < 0)
-			return -1;
-		if (m > 0)
+			ret = -1;
+		else if (m > 0)
 			matches[n++] = i;
 	}
-	return (ssize_t)n;
+	if (ret >= 0)
+		ret = (ssize_t)n;
+	free(uids);
+	free(skip);
+	if (imap_search_needs_message(prog))
+		log_debug("sid=%s event=search mailbox=%lld messages=%zu index=%s indexed=%zu "
+		          "unindexed=%zu skipped=%zu read=%zu ms=%llu",
+		          net_conn_sid(s->conn), (long long)s->view->mailbox_id, c->rows.n,
+		          stats.used ? "yes" : "no", stats.indexed, stats.unindexed, stats.skipped,
+		          c->reader.reads, (unsigned long long)(now_ms() - start));
+	return ret;
 }
 
 void
@@ -203,7 +216,7 @@ imap_cmd_search(struct imap_session *s)
 		return;
 	}
 	matches = xmalloc((c.rows.n + 1) * sizeof(*matches));
-	n = run(prog, &c, matches);
+	n = run(s, prog, &c, matches);
 	if (n < 0) {
 		imap_tagged(s, "NO", "[UNAVAILABLE] A message could not be read, try again later");
 		goto out;
@@ -309,7 +322,7 @@ imap_cmd_sort(struct imap_session *s, bool thread)
 	matches = xmalloc((c.rows.n + 1) * sizeof(*matches));
 	order = xmalloc((c.rows.n + 1) * sizeof(*order));
 	found = xmalloc((c.rows.n + 1) * sizeof(*found));
-	n = run(prog, &c, matches);
+	n = run(s, prog, &c, matches);
 	ret = n < 0 ? -1 : 0;
 	for (ssize_t i = 0; i < n; i++)
 		found[i] = c.msgs[matches[i]];

@@ -29,6 +29,7 @@ imap_server_reload(const struct cfg *cfg)
 	imap_limits.failure_delay = cfg->auth_failure_delay;
 	imap_limits.plaintext_loopback = cfg->imap_plaintext_auth_loopback != 0;
 	imap_limits.default_quota = cfg->storage_quota;
+	imap_limits.search_index_budget = cfg->imap_search_index_budget;
 }
 
 /* ---- change notices -------------------------------------------------------------------------

@@ -156,6 +156,7 @@ struct imap_limits {
 	uint64_t failure_delay; /* ms */
 	bool plaintext_loopback;
 	uint64_t default_quota; /* bytes, storage.quota; 0 = unlimited */
+	uint64_t search_index_budget; /* bytes of files one command may index; 0 = none */
 };
 extern struct imap_limits imap_limits;
 

@@ -248,6 +248,24 @@ static const char store__schema_v4[] =
 	"  WHERE id = (SELECT account_id FROM mailboxes WHERE id = OLD.mailbox_id);"
 	"END;";
 
+/* v5: the full-text index of message files for IMAP SEARCH (store.h). fts_text holds each
+ * file's decoded header and body text under an FTS5 trigram index: any text of 3 characters
+ * or more is looked up as the trigrams it is made of. case_sensitive 1 because the text and
+ * the terms arrive case-folded by the search engine, whose folding must be the only one.
+ * detail=column: no token positions, so a lookup finds the files that have all of a term's
+ * trigrams, not only those where they follow each other (the search checks the candidates
+ * anyway), for an index about 2.5 times smaller and faster to fill than with positions.
+ * fts_docs maps a file to its fts_text rowid. The entry goes with the file's row: the cascade
+ * removes fts_docs, and the collector (sqlite__blob_forget) deletes the fts_text row first,
+ * since trusted_schema = OFF keeps virtual tables out of triggers. */
+static const char store__schema_v5[] =
+	"CREATE TABLE fts_docs ("
+	"  id INTEGER PRIMARY KEY," /* = fts_text.rowid */
+	"  blob_id TEXT NOT NULL UNIQUE REFERENCES blobs(id) ON DELETE CASCADE"
+	");"
+	"CREATE VIRTUAL TABLE fts_text USING fts5(header, body,"
+	"  tokenize = 'trigram case_sensitive 1', detail = column);";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -258,6 +276,7 @@ static const struct store__migration store__migrations[] = {
 	{store__schema_v2, NULL},
 	{store__schema_v3, NULL},
 	{store__schema_v4, NULL},
+	{store__schema_v5, NULL},
 };
 
 int

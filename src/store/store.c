@@ -759,6 +759,21 @@ store_txn_blob_meta_set(struct store_txn *txn, const char *blob_id, const void *
 }
 
 int
+store_txn_fts_add(struct store_txn *txn, const char *blob_id, const void *header,
+                  size_t header_len, const void *body, size_t body_len)
+{
+	if (!store__valid_blob_id(blob_id))
+		return store__txn_refuse(txn, blob_id, "invalid blob id");
+	if ((header == NULL && header_len > 0) || (body == NULL && body_len > 0) ||
+	    header_len > INT32_MAX || body_len > INT32_MAX)
+		return store__txn_refuse(txn, blob_id, "invalid message text");
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	return txn->store->ops->fts_add(txn, blob_id, header != NULL ? header : "", header_len,
+	                                body != NULL ? body : "", body_len);
+}
+
+int
 store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 {
 	int ret = store_txn_expunge_quiet(txn, mailbox_id, uid);
@@ -955,6 +970,78 @@ store_blob_meta_get(struct store *store, const char *blob_id, struct buf *out)
 	if (!store__valid_blob_id(blob_id))
 		return 0;
 	return store->ops->blob_meta_get(store, blob_id, out);
+}
+
+int
+store_fts_pending(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb, void *ctx)
+{
+	return store->ops->fts_pending(store, mailbox_id, cb, ctx);
+}
+
+size_t
+store__utf8_len(const uint8_t *p, size_t len)
+{
+	uint8_t c = p[0];
+	size_t n;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return c != 0 ? 1 : 0;
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2, cp = c & 0x1F;
+	else if (c >= 0xE0 && c <= 0xEF)
+		n = 3, cp = c & 0x0F;
+	else if (c >= 0xF0 && c <= 0xF4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	if (len < n)
+		return 0;
+	for (size_t k = 1; k < n; k++) {
+		if ((p[k] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[k] & 0x3F);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+	    (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+/* Characters of a valid UTF-8 text without NUL, or -1 when it is not one. */
+static ssize_t
+store__utf8_chars(const uint8_t *p, size_t len)
+{
+	size_t i = 0;
+	ssize_t chars = 0;
+
+	while (i < len) {
+		size_t n = store__utf8_len(p + i, len - i);
+
+		if (n == 0)
+			return -1;
+		i += n;
+		chars++;
+	}
+	return chars;
+}
+
+int
+store_fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_term *terms,
+                size_t nterms, store_fts_cb *cb, void *ctx)
+{
+	if (nterms == 0 || nterms > STORE_FTS_MAX_TERMS)
+		return STORE_ERR_INVALID;
+	for (size_t i = 0; i < nterms; i++) {
+		const struct store_fts_term *t = &terms[i];
+
+		if (t->text == NULL || t->len > STORE_FTS_MAX_TERM ||
+		    t->where == 0 || (t->where & ~(STORE_FTS_HEADER | STORE_FTS_BODY)) != 0 ||
+		    (i > 0 && t->group < terms[i - 1].group) ||
+		    store__utf8_chars((const uint8_t *)t->text, t->len) < STORE_FTS_MIN_CHARS)
+			return STORE_ERR_INVALID;
+	}
+	return store->ops->fts_match(store, mailbox_id, terms, nterms, cb, ctx);
 }
 
 int

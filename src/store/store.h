@@ -223,6 +223,58 @@ int store_txn_copy(struct store_txn *txn, int64_t from_mailbox, uint32_t uid, in
 int store_txn_blob_meta_set(struct store_txn *txn, const char *blob_id, const void *data,
                             size_t len);
 
+/* ---- Full-text index (IMAP SEARCH) --------------------------------------------------------
+ * The text SEARCH matches in a message file (its decoded header and body), kept per file:
+ * files never change and copies of a message share theirs. A file's entry goes with its row.
+ * The index is a filter: it tells which messages cannot contain some text, so that they need
+ * not be read; what it lets through is checked against the message itself. Entries are made
+ * lazily (by SEARCH), never at delivery. */
+
+#define STORE_FTS_HEADER 0x1u
+#define STORE_FTS_BODY 0x2u
+/* Shortest term that can be looked up, in characters: the index is one of character
+ * trigrams. */
+#define STORE_FTS_MIN_CHARS 3
+/* Terms of one lookup, and octets of one term: bound the query built from them. */
+#define STORE_FTS_MAX_TERMS 64
+#define STORE_FTS_MAX_TERM 4096
+
+/* Adds the texts of a committed message file (octets; NUL and octets that are not UTF-8 are
+ * indexed as U+FFFD, which no term holds). Nothing happens when the file is indexed already or
+ * has lost its references. */
+int store_txn_fts_add(struct store_txn *txn, const char *blob_id, const void *header,
+                      size_t header_len, const void *body, size_t body_len);
+
+/* A text looked up in the index: in one of the `where` texts of a file, as a substring (octet
+ * for octet). */
+struct store_fts_term {
+	unsigned int group;  /* terms of one group are alternatives; every group must hold;
+	                      * groups in ascending order */
+	unsigned int where;  /* STORE_FTS_* bits, not 0 */
+	const char *text;    /* borrowed: valid UTF-8 without NUL, >= STORE_FTS_MIN_CHARS chars,
+	                      * <= STORE_FTS_MAX_TERM octets */
+	size_t len;          /* octets of text */
+};
+
+enum store_fts_state {
+	STORE_FTS_PENDING = 0, /* the file is not indexed: look at the message itself */
+	STORE_FTS_MATCH = 1,   /* indexed, and every group may hold: look at the message */
+	STORE_FTS_NOMATCH = 2, /* indexed, and some group does not hold: the message cannot match */
+};
+
+typedef int store_fts_cb(uint32_t uid, enum store_fts_state state, void *ctx);
+typedef int store_fts_pending_cb(const char *blob_id, uint64_t size, void *ctx);
+
+/* The files of a mailbox's messages that are not indexed yet, newest message first, with
+ * their size in bytes (a file shared by several of them may come more than once). */
+int store_fts_pending(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb,
+                      void *ctx);
+/* Every message of a mailbox, by uid, with what the index says of them for the terms, read in
+ * one snapshot. STORE_ERR_INVALID when nterms is 0 or above STORE_FTS_MAX_TERMS, or a term is
+ * not as described. Returns the callback's stop value, 0, or a negative store_err. */
+int store_fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_term *terms,
+                    size_t nterms, store_fts_cb *cb, void *ctx);
+
 /* True when kw is a valid keyword list: atoms (RFC 3501 flag-keyword) separated by one space,
  * no "\\", shorter than STORE_KEYWORDS_MAX. */
 bool store_keywords_valid(const char *kw);

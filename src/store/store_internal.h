@@ -156,6 +156,14 @@ struct store_ops {
 	int (*blob_meta_get)(struct store *store, const char *blob_id, struct buf *out);
 	int (*blob_meta_set)(struct store_txn *txn, const char *blob_id, const void *data,
 	                     size_t len);
+	/* Full-text index (see store.h); terms are checked by store.c. */
+	int (*fts_add)(struct store_txn *txn, const char *blob_id, const void *header,
+	               size_t header_len, const void *body, size_t body_len);
+	int (*fts_pending)(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb,
+	                   void *ctx);
+	int (*fts_match)(struct store *store, int64_t mailbox_id,
+	                 const struct store_fts_term *terms, size_t nterms, store_fts_cb *cb,
+	                 void *ctx);
 	/* Database checks; calls blob_cb for every referenced blob. Returns problems or < 0. */
 	int (*check)(struct store *store, struct buf *report, store__blob_check_cb *blob_cb);
 };
@@ -292,6 +300,9 @@ void store__stats(struct store *store, struct store__stats *r);
 bool store__valid_blob_id(const char *id);
 /* True when blob_id is one of the blobs of the job running in txn. */
 bool store__txn_owns_blob(const struct store_txn *txn, const char *blob_id);
+/* Octets of the UTF-8 sequence at p[0..len) (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF), or 0 when it is not one or is NUL. len > 0. */
+size_t store__utf8_len(const uint8_t *p, size_t len);
 /* Maps errno of a failed write/fsync to STORE_ERR_FULL or STORE_ERR_IO. */
 int store__errno_err(int err);
 /* Formats into a thread-local buffer valid until the next call on this thread. */

@@ -100,6 +100,11 @@ enum sqlite__st {
 	ST_EXPUNGED_SINCE,
 	ST_BLOB_META_GET,
 	ST_BLOB_META_SET,
+	ST_FTS_DOC_INSERT,
+	ST_FTS_TEXT_INSERT,
+	ST_FTS_FORGET,
+	ST_FTS_PENDING,
+	ST_FTS_MATCH,
 	ST_COUNT
 };
 
@@ -237,6 +242,23 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	/* Only for a blob that is still there: a row for a collected one would never go. */
 	[ST_BLOB_META_SET] = "INSERT OR REPLACE INTO blob_meta (blob_id, mime) "
 	                     "SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?1)",
+	/* Full-text index. A file that lost its references is not indexed: the collector may be
+	 * about to remove it. */
+	[ST_FTS_DOC_INSERT] = "INSERT INTO fts_docs (blob_id) SELECT ?1 "
+	                      "WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?1 AND refs > 0) "
+	                      "AND NOT EXISTS (SELECT 1 FROM fts_docs WHERE blob_id = ?1)",
+	[ST_FTS_TEXT_INSERT] = "INSERT INTO fts_text (rowid, header, body) VALUES (?1, ?2, ?3)",
+	/* Before ST_BLOB_FORGET, with the same condition; its cascade removes the fts_docs row. */
+	[ST_FTS_FORGET] = "DELETE FROM fts_text WHERE rowid IN (SELECT d.id FROM fts_docs d "
+	                  "JOIN blobs b ON b.id = d.blob_id WHERE d.blob_id = ?1 AND b.refs = 0)",
+	[ST_FTS_PENDING] = "SELECT m.blob_id, m.size FROM messages m WHERE m.mailbox_id = ?1 "
+	                   "AND NOT EXISTS (SELECT 1 FROM fts_docs d WHERE d.blob_id = m.blob_id) "
+	                   "ORDER BY m.uid DESC",
+	/* The MATCH runs once (a list subquery), then each message is one index lookup. */
+	[ST_FTS_MATCH] = "SELECT m.uid, d.id IS NOT NULL, "
+	                 "d.id IN (SELECT rowid FROM fts_text WHERE fts_text MATCH ?2) "
+	                 "FROM messages m LEFT JOIN fts_docs d ON d.blob_id = m.blob_id "
+	                 "WHERE m.mailbox_id = ?1 ORDER BY m.uid",
 };
 
 struct sqlite__conn {
@@ -721,9 +743,17 @@ static int
 sqlite__blob_forget(struct store *store, const char *id)
 {
 	struct sqlite__conn *c = &sqlite__engine(store)->writer;
-	sqlite3_stmt *st = sqlite__stmt(c, ST_BLOB_FORGET);
+	sqlite3_stmt *st = sqlite__stmt(c, ST_FTS_FORGET);
 	int rc;
 
+	/* The file's full-text row first (a virtual table cannot be reached from a trigger). */
+	if (st == NULL)
+		return STORE_ERR_IO;
+	sqlite__bind_text(st, 1, id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__err(c->db, rc);
+	st = sqlite__stmt(c, ST_BLOB_FORGET);
 	if (st == NULL)
 		return STORE_ERR_IO;
 	sqlite__bind_text(st, 1, id);
@@ -1833,6 +1863,214 @@ sqlite__queue_count(struct store *store, uint64_t *count_r)
 	return sqlite__read_end(&r, rc, STORE_OK);
 }
 
+/* ---- Full-text index --------------------------------------------------------------------- */
+
+/* The FTS5 trigram tokenizer stops at a NUL and reads octets that are not UTF-8 in its own way
+ * (a lead octet swallows any continuation octets after it), which could hide a term that is
+ * there octet for octet. So text is stored as valid UTF-8: each NUL or stray octet becomes
+ * U+FFFD. A term (valid UTF-8 without NUL) found octet for octet in the original starts at a
+ * character boundary and spans whole valid sequences, which are kept: it is still there. */
+static const char *
+sqlite__fts_clean(struct buf *tmp, const void *text, size_t len)
+{
+	const uint8_t *p = text;
+	size_t i = 0;
+
+	while (i < len) {
+		size_t n = store__utf8_len(p + i, len - i);
+
+		if (n == 0)
+			break;
+		i += n;
+	}
+	if (i == len)
+		return text; /* the usual case: nothing to replace */
+	buf_reset(tmp);
+	(void)buf_append(tmp, p, i);
+	while (i < len && !tmp->err) {
+		size_t n = store__utf8_len(p + i, len - i);
+
+		if (n == 0) {
+			(void)buf_append(tmp, "\xEF\xBF\xBD", 3);
+			i++;
+		} else {
+			(void)buf_append(tmp, p + i, n);
+			i += n;
+		}
+	}
+	return tmp->err ? NULL : (const char *)tmp->data;
+}
+
+static int
+sqlite__fts_add(struct store_txn *txn, const char *blob_id, const void *header, size_t header_len,
+                const void *body, size_t body_len)
+{
+	struct sqlite__conn *c = sqlite__w(txn);
+	struct buf th, tb;
+	const char *h, *b;
+	sqlite3_stmt *st;
+	int64_t id;
+	int rc, ret = STORE_OK;
+
+	SQLITE__STMT(txn, st, ST_FTS_DOC_INSERT);
+	sqlite__bind_text(st, 1, blob_id);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot index message text");
+	if (sqlite3_changes(c->db) == 0)
+		return STORE_OK; /* indexed already, or no longer referenced */
+	id = sqlite3_last_insert_rowid(c->db);
+	SQLITE__STMT(txn, st, ST_FTS_TEXT_INSERT);
+	/* Each U+FFFD takes 3 octets for 1: the cleaned text stays below SQLite's length limit,
+	 * which refuses the insert (reported) otherwise. */
+	buf_init(&th, 3 * (size_t)INT32_MAX);
+	buf_init(&tb, 3 * (size_t)INT32_MAX);
+	h = sqlite__fts_clean(&th, header, header_len);
+	b = sqlite__fts_clean(&tb, body, body_len);
+	if (h == NULL || b == NULL) {
+		store_txn_error(txn, "cannot index message text: out of memory");
+		ret = STORE_ERR_IO;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_text64(st, 2, h, h == header ? header_len : th.len, SQLITE_STATIC,
+	                    SQLITE_UTF8);
+	sqlite3_bind_text64(st, 3, b, b == body ? body_len : tb.len, SQLITE_STATIC, SQLITE_UTF8);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		ret = sqlite__txn_fail(txn, rc, "cannot index message text");
+out:
+	buf_deinit(&th);
+	buf_deinit(&tb);
+	return ret;
+}
+
+static int
+sqlite__fts_pending(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb, void *ctx)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_FTS_PENDING);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_bind_int64(r.st, 1, mailbox_id);
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		const char *id = sqlite__col_text(r.st, 0);
+
+		ret = cb(id, (uint64_t)sqlite3_column_int64(r.st, 1), ctx);
+		if (ret != 0)
+			break;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
+/* Trigrams of one term put in a query: each is one more posting list to read, and any subset
+ * of a term's trigrams is still a condition every file holding the term meets. */
+#define SQLITE__FTS_TRIGRAMS 8
+
+/* Appends "tri" AND "tri" ... for a term (valid UTF-8, >= 3 characters, checked by store.c):
+ * up to SQLITE__FTS_TRIGRAMS of its trigrams, spread over it, first and last included. Each is
+ * an FTS5 string (double quotes, an embedded one doubled) of exactly three characters, which
+ * the trigram tokenizer reads as one token. */
+/* Octet offset of character k of a valid UTF-8 text (len for k = its character count). */
+static size_t
+sqlite__utf8_offset(const uint8_t *p, size_t len, size_t k)
+{
+	size_t i = 0;
+
+	while (k-- > 0 && i < len)
+		i += store__utf8_len(p + i, len - i);
+	return i;
+}
+
+static void
+sqlite__fts_trigrams(struct buf *q, const struct store_fts_term *t)
+{
+	const uint8_t *p = (const uint8_t *)t->text;
+	size_t n = 0, picks;
+
+	for (size_t i = 0; i < t->len; i += store__utf8_len(p + i, t->len - i))
+		n++;
+	picks = MIN(n - 2, (size_t)SQLITE__FTS_TRIGRAMS);
+	for (size_t j = 0; j < picks; j++) {
+		size_t k = picks == 1 ? 0 : j * (n - 3) / (picks - 1);
+		size_t from = sqlite__utf8_offset(p, t->len, k);
+		size_t to = from + sqlite__utf8_offset(p + from, t->len - from, 3);
+
+		(void)buf_append_str(q, j == 0 ? "\"" : " AND \"");
+		for (size_t b = from; b < to; b++) {
+			if (p[b] == '"')
+				(void)buf_append_byte(q, '"');
+			(void)buf_append_byte(q, p[b]);
+		}
+		(void)buf_append_byte(q, '"');
+	}
+}
+
+/* An FTS5 query from the terms: "(alt OR alt) AND (...)", each alternative a column filter
+ * and the AND of the term's trigrams. The table keeps no token positions (detail=column), so
+ * this asks for the trigrams anywhere in the column, not in a row: a superset of the files
+ * holding the term, which is what a filter may answer. */
+static void
+sqlite__fts_query(struct buf *q, const struct store_fts_term *terms, size_t nterms)
+{
+	for (size_t i = 0; i < nterms; i++) {
+		const struct store_fts_term *t = &terms[i];
+		bool first = i == 0 || t->group != terms[i - 1].group;
+
+		if (first)
+			(void)buf_append_str(q, i == 0 ? "(" : ") AND (");
+		else
+			(void)buf_append_str(q, " OR ");
+		if (t->where == STORE_FTS_HEADER)
+			(void)buf_append_str(q, "header : (");
+		else if (t->where == STORE_FTS_BODY)
+			(void)buf_append_str(q, "body : (");
+		else
+			(void)buf_append_str(q, "{header body} : (");
+		sqlite__fts_trigrams(q, t);
+		(void)buf_append_byte(q, ')');
+	}
+	(void)buf_append_byte(q, ')');
+}
+
+static int
+sqlite__fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_term *terms,
+                  size_t nterms, store_fts_cb *cb, void *ctx)
+{
+	struct sqlite__read r;
+	struct buf q;
+	int rc, ret;
+
+	/* Per term: its trigrams (12 octets each at most, 24 quoted) and operators. */
+	buf_init(&q, STORE_FTS_MAX_TERMS * (SQLITE__FTS_TRIGRAMS * (24 + 8) + 64));
+	sqlite__fts_query(&q, terms, nterms);
+	if (q.err) {
+		buf_deinit(&q);
+		return STORE_ERR_INVALID;
+	}
+	ret = sqlite__read_begin(&r, store, ST_FTS_MATCH);
+	if (ret != STORE_OK) {
+		buf_deinit(&q);
+		return ret;
+	}
+	sqlite3_bind_int64(r.st, 1, mailbox_id);
+	sqlite3_bind_text(r.st, 2, (const char *)q.data, (int)q.len, SQLITE_STATIC);
+	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+		enum store_fts_state state = STORE_FTS_PENDING;
+
+		if (sqlite3_column_int(r.st, 1) != 0)
+			state = sqlite3_column_int(r.st, 2) != 0 ? STORE_FTS_MATCH : STORE_FTS_NOMATCH;
+		ret = cb((uint32_t)sqlite3_column_int64(r.st, 0), state, ctx);
+		if (ret != 0)
+			break;
+	}
+	ret = sqlite__read_end(&r, rc, ret);
+	buf_deinit(&q);
+	return ret;
+}
+
 /* ---- Check ------------------------------------------------------------------------------ */
 
 /* Each query returns one line of text per problem. */
@@ -1857,6 +2095,10 @@ static const char *const sqlite__checks[] = {
 	"SELECT 'foreign key: ' || \"table\" || ' row ' || rowid || ' -> ' || parent "
 	"FROM pragma_foreign_key_check",
 	"SELECT 'database: ' || quick_check FROM pragma_quick_check WHERE quick_check <> 'ok'",
+	"SELECT 'full-text row ' || rowid || ': no file' FROM fts_text "
+	"WHERE rowid NOT IN (SELECT id FROM fts_docs)",
+	"SELECT 'full-text entry of blob ' || blob_id || ': no text' FROM fts_docs "
+	"WHERE id NOT IN (SELECT rowid FROM fts_text)",
 };
 
 static int
@@ -2357,6 +2599,9 @@ const struct store_ops store__sqlite_ops = {
 	.mailbox_changes = sqlite__mailbox_changes,
 	.blob_meta_get = sqlite__blob_meta_get,
 	.blob_meta_set = sqlite__blob_meta_set,
+	.fts_add = sqlite__fts_add,
+	.fts_pending = sqlite__fts_pending,
+	.fts_match = sqlite__fts_match,
 	.queue_count = sqlite__queue_count,
 	.ban_set = sqlite__ban_set,
 	.ban_remove = sqlite__ban_remove,

@@ -1160,6 +1160,116 @@ test_thread_flat(void **state)
 	free(m);
 }
 
+/* ---- full-text index support ------------------------------------------------------------------ */
+
+/* The required terms of keys as "(H:a|B:b)(HB:c)": one parenthesis per group. */
+static void
+check_required(const char *keys, const char *want)
+{
+	struct imap_search *s = compile(keys);
+	struct imap_search_term t[8];
+	char got[512] = "";
+	size_t n = imap_search_required(s, 3, 64, t, N_ELEMENTS(t)), len = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bool first = i == 0 || t[i].group != t[i - 1].group;
+		int w;
+
+		if (i > 0)
+			assert_true(t[i].group >= t[i - 1].group);
+		w = snprintf(got + len, sizeof(got) - len, "%s%s%s%s:%.*s", first && i > 0 ? ")" : "",
+		             first ? "(" : "|", (t[i].where & IMAP_SEARCH_IN_HEADER) ? "H" : "",
+		             (t[i].where & IMAP_SEARCH_IN_BODY) ? "B" : "", (int)t[i].len, t[i].text);
+		assert_true(w > 0 && (size_t)w < sizeof(got) - len);
+		len += (size_t)w;
+	}
+	if (n > 0)
+		got[len++] = ')';
+	got[len] = '\0';
+	if (strcmp(got, want) != 0)
+		fprintf(stderr, "'%s': got '%s', want '%s'\n", keys, got, want);
+	assert_string_equal(got, want);
+	imap_search_free(&s);
+}
+
+static void
+test_required_terms(void **state)
+{
+	(void)state;
+	check_required("SUBJECT foo BODY barbaz", "(H:foo)(B:barbaz)");
+	check_required("TEXT Hello", "(HB:hello)");
+	check_required("FROM Alice TO bob CC carol BCC dave", "(H:alice)(H:bob)(H:carol)(H:dave)");
+	check_required("HEADER X-Spam-Flag YES", "(H:yes)");
+	check_required("HEADER X-Spam-Flag \"\"", "");
+	check_required("BODY ab", "");
+	check_required("SEEN UID 1:5 LARGER 10", "");
+	check_required("NOT BODY foobar", "");
+	check_required("SUBJECT foo NOT OR BODY bar BODY baz", "(H:foo)");
+	check_required("OR SUBJECT foo BODY bar", "(H:foo|B:bar)");
+	check_required("OR SUBJECT foo SEEN", "");
+	check_required("OR SUBJECT foo BODY ba", "");
+	check_required("OR SUBJECT foo (BODY bar SEEN)", "(H:foo|B:bar)");
+	check_required("OR SUBJECT foo (SEEN BODY ab)", "");
+	check_required("OR (SUBJECT foo BODY barr) OR FROM bob TO carol", "(H:foo|H:bob|H:carol)");
+	check_required("SEEN (FROM alice (BODY \"x y z\"))", "(H:alice)(B:x y z)");
+	check_required("CHARSET UTF-8 BODY \"Gr\xc3\x9c\xc3\x9f" "e\"", "(B:gr\xc3\xbc\xc3\x9f" "e)");
+	/* three octets or more, but two characters */
+	check_required("CHARSET UTF-8 BODY \"\xc3\x9f\xc3\xbc\"", "");
+	/* longer than max_len (64) */
+	check_required("BODY xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "");
+	/* more terms than room: the OR that does not fit is left out whole */
+	check_required("BODY aaa BODY bbb BODY ccc BODY ddd BODY eee BODY fff BODY ggg "
+	               "OR BODY hhh BODY iii",
+	               "(B:aaa)(B:bbb)(B:ccc)(B:ddd)(B:eee)(B:fff)(B:ggg)");
+}
+
+/* imap_search_extract gives the text the keys search: a needle is found by BODY / TEXT exactly
+ * when it is in the extracted text. */
+static void
+test_extract(void **state)
+{
+	static const char *const needles[] = {
+		"body text", "straße", "grüße aus berlin", "hello world", "joerg", "jörg müller",
+		"grüße aus köln, softbreak", "hello base64 äöü", "secret binary", "inner subject",
+		"привет", "preamble", "epilogue", "subject: attachments", "x-custom: hello",
+	};
+	const char *msgs[] = {msg_plain, msg_mime};
+	struct buf h, b;
+
+	(void)state;
+	for (size_t m = 0; m < N_ELEMENTS(msgs); m++) {
+		struct tmsg t = {msgs[m], false, 0};
+		struct imap_search_msg msg = mk(&t, 1, 1, 0, "");
+
+		imap_search_extract((const uint8_t *)msgs[m], strlen(msgs[m]), &h, &b);
+		for (size_t i = 0; i < N_ELEMENTS(needles); i++) {
+			char keys[256];
+			bool in_h = memmem(h.data, h.len, needles[i], strlen(needles[i])) != NULL;
+			bool in_b = memmem(b.data, b.len, needles[i], strlen(needles[i])) != NULL;
+
+			assert_true(snprintf(keys, sizeof(keys), "CHARSET UTF-8 BODY \"%s\"",
+			                     needles[i]) < (int)sizeof(keys));
+			assert_int_equal(match(keys, &msg), in_b);
+			assert_true(snprintf(keys, sizeof(keys), "CHARSET UTF-8 TEXT \"%s\"",
+			                     needles[i]) < (int)sizeof(keys));
+			assert_int_equal(match(keys, &msg), in_h || in_b);
+		}
+		buf_deinit(&h);
+		buf_deinit(&b);
+	}
+	imap_search_extract((const uint8_t *)msg_mime, strlen(msg_mime), &h, &b);
+	assert_non_null(memmem(h.data, h.len, "subject: attachments\n", 21));
+	assert_non_null(memmem(b.data, b.len, "hello base64 äöü", strlen("hello base64 äöü")));
+	assert_null(memmem(b.data, b.len, "secret", 6));
+	buf_deinit(&h);
+	buf_deinit(&b);
+	imap_search_extract(NULL, 0, &h, &b);
+	assert_int_equal(h.len, 0);
+	assert_int_equal(b.len, 0);
+	buf_deinit(&h);
+	buf_deinit(&b);
+}
+
 int
 main(void)
 {
@@ -1185,6 +1295,8 @@ main(void)
 		cmocka_unit_test(test_thread_loops_and_order),
 		cmocka_unit_test(test_thread_long_chain),
 		cmocka_unit_test(test_thread_flat),
+		cmocka_unit_test(test_required_terms),
+		cmocka_unit_test(test_extract),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

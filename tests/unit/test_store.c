@@ -1181,6 +1181,219 @@ test_check_finds_problems(void **state)
 	sync_job_deinit(&s);
 }
 
+/* ---- Full-text index ------------------------------------------------------------------- */
+
+struct fts_doc {
+	const char *blob_id;
+	const char *header, *body;
+	size_t header_len, body_len;
+};
+
+static int
+job_fts_add(struct store_txn *txn, void *ctx)
+{
+	const struct fts_doc *d = ctx;
+
+	return store_txn_fts_add(txn, d->blob_id, d->header, d->header_len, d->body, d->body_len);
+}
+
+struct fts_seen {
+	char ids[8][33];
+	int n;
+	int states[8]; /* by uid - 1 */
+	uint32_t uids[8];
+	int nuids;
+};
+
+static int
+fts_pending_cb(const char *blob_id, uint64_t size, void *ctx)
+{
+	struct fts_seen *s = ctx;
+
+	assert_true(size > 0);
+	if (s->n < 8)
+		fmt(s->ids[s->n++], sizeof(s->ids[0]), "%s", blob_id);
+	return 0;
+}
+
+static int
+fts_match_cb(uint32_t uid, enum store_fts_state state, void *ctx)
+{
+	struct fts_seen *s = ctx;
+
+	assert_true(uid >= 1 && uid <= 8);
+	if (s->nuids > 0)
+		assert_true(uid > s->uids[s->nuids - 1]); /* by uid */
+	s->uids[s->nuids++] = uid;
+	s->states[uid - 1] = (int)state;
+	return 0;
+}
+
+/* The states of uids 1..3 for terms, as a string of P(ending), M(atch), N(o match). */
+static const char *
+fts_states(struct fixture *f, int64_t mailbox, const struct store_fts_term *t, size_t n)
+{
+	static char out[4];
+	struct fts_seen s;
+
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(store_fts_match(f->store, mailbox, t, n, fts_match_cb, &s), 0);
+	assert_int_equal(s.nuids, 3);
+	for (int i = 0; i < 3; i++)
+		out[i] = "PMN"[s.states[i]];
+	out[3] = '\0';
+	return out;
+}
+
+static void
+test_fts_index(void **state)
+{
+	struct fixture *f = *state;
+	struct sync_job jobs[3];
+	int64_t mailboxes[2];
+	struct mbox_list l;
+	struct fts_seen seen;
+	struct buf report;
+	const char *error;
+	static const char body2[] = "ab\0cdef \xff\xfe tail";
+	int64_t acc;
+
+	open_store(f);
+	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
+	acc = add_account(f, "a@example.org");
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(store_mailbox_list(f->store, acc, collect_mailbox, &l), 0);
+	mailboxes[0] = inbox_of(f, acc);
+	mailboxes[1] = l.m[0].id != mailboxes[0] ? l.m[0].id : l.m[1].id;
+	for (int i = 0; i < 3; i++) {
+		sync_job_init(&jobs[i]);
+		jobs[i].d.mailboxes = mailboxes;
+		jobs[i].d.nmailboxes = i == 0 ? 2 : 1; /* the first one has a copy elsewhere */
+		sync_job_submit(f, &jobs[i], i == 0 ? "one" : i == 1 ? "two" : "three");
+		sync_job_wait(&jobs[i]);
+		assert_int_equal(jobs[i].result, STORE_OK);
+	}
+
+	/* Nothing indexed: every file is pending, newest first, and every message too. */
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(store_fts_pending(f->store, mailboxes[0], fts_pending_cb, &seen), 0);
+	assert_int_equal(seen.n, 3);
+	assert_string_equal(seen.ids[0], jobs[2].blob_id);
+	assert_string_equal(seen.ids[2], jobs[0].blob_id);
+	{
+		struct store_fts_term t = {0, STORE_FTS_BODY, "text", 4};
+
+		assert_string_equal(fts_states(f, mailboxes[0], &t, 1), "PPP");
+	}
+
+	/* Index two files; the second has NUL and octets that are not UTF-8. */
+	{
+		struct fts_doc d1 = {jobs[0].blob_id, "subject: hello world\n", "body text caf\xc3\xa9 one\n",
+		                     21, 21};
+		struct fts_doc d2 = {jobs[1].blob_id, "subject: other\n", body2, 15,
+		                     sizeof(body2) - 1};
+
+		assert_int_equal(store_exec(f->store, job_fts_add, &d1, &error), STORE_OK);
+		assert_int_equal(store_exec(f->store, job_fts_add, &d2, &error), STORE_OK);
+		/* again: nothing happens */
+		assert_int_equal(store_exec(f->store, job_fts_add, &d1, &error), STORE_OK);
+	}
+	assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs", NULL), 2);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM fts_text", NULL), 2);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(store_fts_pending(f->store, mailboxes[0], fts_pending_cb, &seen), 0);
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.ids[0], jobs[2].blob_id);
+	{
+		struct store_fts_term body_text = {0, STORE_FTS_BODY, "text", 4};
+		struct store_fts_term hdr_text = {0, STORE_FTS_HEADER, "text", 4};
+		struct store_fts_term both[] = {{0, STORE_FTS_HEADER, "hello", 5},
+		                                {1, STORE_FTS_BODY, "caf\xc3\xa9", 5}};
+		struct store_fts_term both_miss[] = {{0, STORE_FTS_HEADER, "hello", 5},
+		                                     {1, STORE_FTS_BODY, "other", 5}};
+		struct store_fts_term either[] = {{0, STORE_FTS_HEADER | STORE_FTS_BODY, "other", 5}};
+		struct store_fts_term alts[] = {{0, STORE_FTS_HEADER, "zzz", 3},
+		                                {0, STORE_FTS_BODY, "cdef", 4}};
+		struct store_fts_term tail[] = {{0, STORE_FTS_BODY, "\xef\xbf\xbd tail", 8}};
+		struct store_fts_term quote[] = {{0, STORE_FTS_BODY, "\"x\" OR y", 8}};
+		struct store_fts_term upper[] = {{0, STORE_FTS_BODY, "TEXT", 4}};
+
+		assert_string_equal(fts_states(f, mailboxes[0], &body_text, 1), "MNP");
+		assert_string_equal(fts_states(f, mailboxes[0], &hdr_text, 1), "NNP");
+		assert_string_equal(fts_states(f, mailboxes[0], both, 2), "MNP");
+		assert_string_equal(fts_states(f, mailboxes[0], both_miss, 2), "NNP");
+		assert_string_equal(fts_states(f, mailboxes[0], either, 1), "NMP");
+		/* after the NUL, and after octets that are not UTF-8 */
+		assert_string_equal(fts_states(f, mailboxes[0], alts, 2), "NMP");
+		assert_string_equal(fts_states(f, mailboxes[0], tail, 1), "NMP");
+		/* quotes and operators are text */
+		assert_string_equal(fts_states(f, mailboxes[0], quote, 1), "NNP");
+		/* no folding of its own: the caller folds */
+		assert_string_equal(fts_states(f, mailboxes[0], upper, 1), "NNP");
+	}
+	/* Terms the index cannot look up. */
+	{
+		struct store_fts_term shrt = {0, STORE_FTS_BODY, "ab", 2};
+		struct store_fts_term shrt2 = {0, STORE_FTS_BODY, "\xc3\xa9\xc3\xa9", 4};
+		struct store_fts_term bad = {0, STORE_FTS_BODY, "ab\xff", 3};
+		struct store_fts_term nul = {0, STORE_FTS_BODY, "a\0bc", 4};
+		struct store_fts_term nowhere = {0, 0, "abc", 3};
+		struct store_fts_term order[] = {{1, STORE_FTS_BODY, "abc", 3},
+		                                 {0, STORE_FTS_BODY, "abc", 3}};
+		struct fts_seen s;
+
+		memset(&s, 0, sizeof(s));
+		assert_int_equal(store_fts_match(f->store, mailboxes[0], &shrt, 1, fts_match_cb, &s),
+		                 STORE_ERR_INVALID);
+		assert_int_equal(store_fts_match(f->store, mailboxes[0], &shrt2, 1, fts_match_cb, &s),
+		                 STORE_ERR_INVALID);
+		assert_int_equal(store_fts_match(f->store, mailboxes[0], &bad, 1, fts_match_cb, &s),
+		                 STORE_ERR_INVALID);
+		assert_int_equal(store_fts_match(f->store, mailboxes[0], &nul, 1, fts_match_cb, &s),
+		                 STORE_ERR_INVALID);
+		assert_int_equal(store_fts_match(f->store, mailboxes[0], &nowhere, 1, fts_match_cb,
+		                                 &s), STORE_ERR_INVALID);
+		assert_int_equal(store_fts_match(f->store, mailboxes[0], order, 2, fts_match_cb, &s),
+		                 STORE_ERR_INVALID);
+		assert_int_equal(store_fts_match(f->store, mailboxes[0], order, 0, fts_match_cb, &s),
+		                 STORE_ERR_INVALID);
+		assert_int_equal(s.nuids, 0);
+	}
+	buf_init(&report, 1 << 20);
+	assert_int_equal(store_check(f->store, &report), 0);
+
+	/* The first file is shared: its entry stays while the copy is there, and goes with the
+	 * file. */
+	{
+		struct expunge_ctx e = {mailboxes[0], 1};
+
+		assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
+		assert_int_equal(store_blob_gc(f->store), 0);
+		assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs", NULL), 2);
+		e.mailbox = mailboxes[1];
+		assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
+		assert_int_equal(store_blob_gc(f->store), 1);
+	}
+	assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs WHERE blob_id = ?1",
+	                        jobs[0].blob_id), 0);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM fts_text", NULL), 1);
+	assert_int_equal(store_check(f->store, &report), 0);
+	/* A file that lost its references is not indexed. */
+	{
+		struct fts_doc d1 = {jobs[0].blob_id, "x", "y", 1, 1};
+
+		assert_int_equal(store_exec(f->store, job_fts_add, &d1, &error), STORE_OK);
+		assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs", NULL), 1);
+	}
+	/* The check sees text without its file entry. */
+	db_exec(f, "DELETE FROM fts_docs", NULL);
+	assert_int_equal(store_check(f->store, &report), 1);
+	assert_non_null(strstr(buf_cstr(&report), "full-text row"));
+	buf_deinit(&report);
+	for (int i = 0; i < 3; i++)
+		sync_job_deinit(&jobs[i]);
+}
+
 /* ---- Faults ---------------------------------------------------------------------------- */
 
 static int fault_point = -1; /* enum store__fault_point, or -1 */
@@ -1760,6 +1973,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_background_sweeps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_finds_problems, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fts_index, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failing_job_in_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
