@@ -258,6 +258,11 @@ struct store {
 	 * CLOCK_MONOTONIC). Under `lock`. */
 	bool relaxed_pending;
 	uint64_t relaxed_since;
+	/* The relaxed lane (writer.c): its queue under `lock`, its thread. */
+	struct store_job *rhead, *rtail;
+	pthread_cond_t rwake;
+	pthread_t relaxed_writer;
+	bool have_relaxed_writer;
 	store_change_fn *change_hook; /* set before any job runs */
 	void *change_ctx;
 

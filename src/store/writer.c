@@ -510,6 +510,16 @@ store_submit(struct store *store, struct store_job *job)
 		return;
 	}
 	job->next = NULL;
+	if (job->relaxed && job->nblobs == 0 && store->have_relaxed_writer) {
+		if (store->rtail != NULL)
+			store->rtail->next = job;
+		else
+			store->rhead = job;
+		store->rtail = job;
+		pthread_cond_signal(&store->rwake);
+		pthread_mutex_unlock(&store->lock);
+		return;
+	}
 	if (store->tail != NULL)
 		store->tail->next = job;
 	else
@@ -579,7 +589,8 @@ store__exec(struct store *store, store_job_fn *fn, void *ctx, bool relaxed, cons
 	int ret;
 
 	/* From a job or (serve mode) a done callback this would wait for itself. */
-	if (store__in_txn || (store->have_writer && pthread_equal(pthread_self(), store->writer)))
+	if (store__in_txn || (store->have_writer && pthread_equal(pthread_self(), store->writer)) ||
+	    (store->have_relaxed_writer && pthread_equal(pthread_self(), store->relaxed_writer)))
 		PANIC("store_exec called from the writer");
 	ex.fn = fn;
 	ex.ctx = ctx;
@@ -642,35 +653,8 @@ store__writer_main(void *arg)
 		size_t n = 0;
 
 		while (store->head == NULL && store->gc_reqs == NULL && !store->gc_check &&
-		       !store->closing) {
-			uint64_t now = store__mono_ms();
-
-			if (!store->relaxed_pending) {
-				pthread_cond_wait(&store->wake, &store->lock);
-				continue;
-			}
-			if (now >= store->relaxed_since + STORE__RELAXED_MS) {
-				/* Relaxed commits waited long enough: put them on disk now. */
-				int ret;
-
-				store->relaxed_pending = false;
-				pthread_mutex_unlock(&store->lock);
-
-				pthread_mutex_lock(&store->write_lock);
-				ret = store->ops->sync(store);
-				pthread_mutex_unlock(&store->write_lock);
-				pthread_mutex_lock(&store->lock);
-				store->stats.relaxed_syncs++;
-				pthread_mutex_unlock(&store->lock);
-				if (ret != STORE_OK)
-					log_error("event=store_sync result=failed error=\"%s\"",
-					          store_err_str(ret));
-				pthread_mutex_lock(&store->lock);
-				continue;
-			}
-			store__cond_wait_ms(&store->wake, &store->lock,
-			                    store->relaxed_since + STORE__RELAXED_MS - now);
-		}
+		       !store->closing)
+			pthread_cond_wait(&store->wake, &store->lock);
 		while (store->head != NULL && n < store->opts.batch_max) {
 			batch[n++] = store->head;
 			store->head = store->head->next;
@@ -700,6 +684,69 @@ store__writer_main(void *arg)
 	return NULL;
 }
 
+/* The relaxed lane: jobs that carry no mail and may commit without waiting for the disk
+ * (store_job_set_relaxed) are committed by a thread of their own, so that they do not wait
+ * while the writer syncs the message files of a mail batch (which it does without the write
+ * lock). It also puts its commits on disk within STORE__RELAXED_MS. Order between the lanes
+ * does not matter: a job is only submitted once everything it depends on was answered. */
+static void *
+store__relaxed_main(void *arg)
+{
+	struct store *store = arg;
+	struct store_job **batch = xcalloc(store->opts.batch_max, sizeof(*batch));
+
+	pthread_mutex_lock(&store->lock);
+	for (;;) {
+		size_t n = 0;
+
+		while (store->rhead == NULL && !store->closing) {
+			uint64_t now = store__mono_ms();
+			int ret;
+
+			if (!store->relaxed_pending) {
+				pthread_cond_wait(&store->rwake, &store->lock);
+				continue;
+			}
+			if (now < store->relaxed_since + STORE__RELAXED_MS) {
+				store__cond_wait_ms(&store->rwake, &store->lock,
+				                    store->relaxed_since + STORE__RELAXED_MS - now);
+				continue;
+			}
+			/* Relaxed commits waited long enough: put them on disk now. */
+			store->relaxed_pending = false;
+			pthread_mutex_unlock(&store->lock);
+			pthread_mutex_lock(&store->write_lock);
+			ret = store->ops->sync(store);
+			pthread_mutex_unlock(&store->write_lock);
+			if (ret != STORE_OK)
+				log_error("event=store_sync result=failed error=\"%s\"",
+				          store_err_str(ret));
+			pthread_mutex_lock(&store->lock);
+			store->stats.relaxed_syncs++;
+		}
+		while (store->rhead != NULL && n < store->opts.batch_max) {
+			batch[n++] = store->rhead;
+			store->rhead = store->rhead->next;
+		}
+		if (store->rhead == NULL)
+			store->rtail = NULL;
+		if (n > 0) {
+			pthread_mutex_unlock(&store->lock);
+			store__run_batch(store, batch, n);
+			pthread_mutex_lock(&store->lock);
+			/* An expunge may have dropped a blob's last reference: the writer collects. */
+			if (store->gc_check)
+				pthread_cond_signal(&store->wake);
+		}
+		if (store->closing && store->rhead == NULL)
+			break;
+	}
+	/* What is still relaxed goes to disk with the store's close. */
+	pthread_mutex_unlock(&store->lock);
+	free(batch);
+	return NULL;
+}
+
 int
 store__writer_start(struct store *store, const char **error_r)
 {
@@ -711,6 +758,16 @@ store__writer_start(struct store *store, const char **error_r)
 	}
 	pthread_setname_np(store->writer, "store-writer");
 	store->have_writer = true;
+	if (store->opts.relaxed_sync) {
+		err = pthread_create(&store->relaxed_writer, NULL, store__relaxed_main, store);
+		if (err != 0) {
+			/* Relaxed jobs then go through the writer, durably: nothing is lost. */
+			log_warn("event=store_start relaxed_lane=off error=\"%s\"", strerror(err));
+		} else {
+			pthread_setname_np(store->relaxed_writer, "store-relaxed");
+			store->have_relaxed_writer = true;
+		}
+	}
 	return STORE_OK;
 }
 
@@ -720,7 +777,12 @@ store__writer_stop(struct store *store)
 	pthread_mutex_lock(&store->lock);
 	store->closing = true;
 	pthread_cond_signal(&store->wake);
+	pthread_cond_signal(&store->rwake);
 	pthread_mutex_unlock(&store->lock);
+	if (store->have_relaxed_writer) {
+		pthread_join(store->relaxed_writer, NULL);
+		store->have_relaxed_writer = false;
+	}
 	if (store->have_writer) {
 		pthread_join(store->writer, NULL);
 		store->have_writer = false;
