@@ -5,6 +5,7 @@
 
 #include "core/log.h"
 #include "mime/mime.h"
+#include "mime/mime_header.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -584,31 +585,6 @@ filter_fields(const struct section *sec, const struct buf *hdr, struct buf *out)
 	(void)buf_append_str(out, "\r\n");
 }
 
-static int
-b64val(int c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = toupper(c);
-	return c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* Decodes a part body for BINARY (RFC 3516). Returns 0, or -1 for an unknown encoding. */
 static int
 decode_body(const struct mime_part *part, const struct buf *in, struct buf *out)
@@ -621,42 +597,11 @@ decode_body(const struct mime_part *part, const struct buf *in, struct buf *out)
 		return 0;
 	}
 	if (strcasecmp(enc, "base64") == 0) {
-		uint32_t acc = 0;
-		int bits = 0;
-
-		for (size_t i = 0; i < in->len; i++) {
-			int v = b64val(in->data[i]);
-
-			if (in->data[i] == '=')
-				break;
-			if (v < 0)
-				continue;
-			acc = (acc << 6) | (uint32_t)v;
-			bits += 6;
-			if (bits >= 8) {
-				bits -= 8;
-				(void)buf_append_byte(out, (uint8_t)(acc >> bits));
-			}
-		}
+		mime_decode_base64(out, in->data, in->len);
 		return 0;
 	}
 	if (strcasecmp(enc, "quoted-printable") == 0) {
-		for (size_t i = 0; i < in->len; i++) {
-			uint8_t c = in->data[i];
-
-			if (c == '=' && i + 1 < in->len && (in->data[i + 1] == '\r' ||
-			                                    in->data[i + 1] == '\n')) {
-				i += in->data[i + 1] == '\r' && i + 2 < in->len &&
-				                     in->data[i + 2] == '\n' ? 2 : 1;
-			} else if (c == '=' && i + 2 < in->len && hexval(in->data[i + 1]) >= 0 &&
-			           hexval(in->data[i + 2]) >= 0) {
-				(void)buf_append_byte(out, (uint8_t)(hexval(in->data[i + 1]) * 16 +
-				                                     hexval(in->data[i + 2])));
-				i += 2;
-			} else {
-				(void)buf_append_byte(out, c);
-			}
-		}
+		mime_decode_qp(out, in->data, in->len);
 		return 0;
 	}
 	return -1;

@@ -103,4 +103,11 @@ struct mime_address {
 unsigned int mime_address_parse(struct mime_pool *pool, const uint8_t *value, size_t len,
                                  struct mime_address **list_r);
 
+/* Appends the decoded octets of a base64 body (RFC 2045 6.8): characters outside the alphabet
+ * are skipped, decoding stops at "=". */
+void mime_decode_base64(struct buf *out, const uint8_t *p, size_t n);
+/* Appends the decoded octets of a quoted-printable body (RFC 2045 6.7): "=XX" octets, "="
+ * before a line end is a soft break, a malformed "=" is kept. */
+void mime_decode_qp(struct buf *out, const uint8_t *p, size_t n);
+
 #endif
