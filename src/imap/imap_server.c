@@ -3,6 +3,7 @@
 #include "imap/imap_session.h"
 
 #include "core/log.h"
+#include "proto/login.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -573,34 +574,24 @@ run_idle_sync(struct imap_session *s)
 
 /* ---- login ------------------------------------------------------------------------------- */
 
-struct auth_op {
-	struct imap_session *s;
-	struct net_conn *conn;
-	enum auth_result result;
-	int64_t account_id;
-	char user[256];
-	char rip[64];
-	uint8_t mac[GUARD_MAC_SIZE];
-};
-
+/* The end of a login, on the I/O thread (after the guard's delay for a failure). */
 static void
-auth_finish(void *arg)
+login_done(struct net_conn *conn, const struct login_result *r, void *ctx)
 {
-	struct auth_op *op = arg;
-	struct imap_session *s = op->s;
+	struct imap_session *s = ctx;
 	char user[LOG_SANITIZE_SIZE];
 
+	(void)conn;
 	if (s->dead) {
-		free(op);
 		(void)session_unbusy(s);
 		return;
 	}
-	log_sanitize_str(user, op->user);
-	switch (op->result) {
+	log_sanitize_str(user, r->user);
+	switch (r->result) {
 	case AUTH_OK:
 		s->state = IMAP_AUTH;
-		s->account_id = op->account_id;
-		(void)!str_copy(s->user, sizeof(s->user), op->user);
+		s->account_id = r->account_id;
+		(void)!str_copy(s->user, sizeof(s->user), r->user);
 		set_limits(s);
 		imap_out(s, "%s OK [CAPABILITY ", s->auth_tag);
 		out_capabilities(s);
@@ -620,7 +611,6 @@ auth_finish(void *arg)
 		         net_conn_sid(s->conn), net_conn_rip(s->conn), user);
 		break;
 	}
-	free(op);
 	command_done(s);
 	if (!session_unbusy(s))
 		return;
@@ -633,42 +623,12 @@ auth_finish(void *arg)
 }
 
 static void
-auth_done_cb(enum auth_result result, const struct store_account *account, void *ctx)
-{
-	struct auth_op *op = ctx;
-	uint64_t delay = imap_limits.failure_delay;
-
-	op->result = result;
-	if (account != NULL)
-		op->account_id = account->id;
-	if (imap_env.guard != NULL && result == AUTH_FAILED)
-		delay = guard_auth_failed(imap_env.guard, GUARD_IMAP, op->rip, op->user, op->mac);
-	else if (imap_env.guard != NULL && result == AUTH_OK)
-		guard_auth_succeeded(imap_env.guard, GUARD_IMAP, op->rip, op->user);
-	explicit_bzero(op->mac, sizeof(op->mac));
-	if (result == AUTH_FAILED && delay > 0)
-		net_thread_post_delayed(net_conn_thread(op->conn), delay, auth_finish, op);
-	else
-		net_thread_post(net_conn_thread(op->conn), auth_finish, op);
-}
-
-static void
 start_verify(struct imap_session *s, const char *user, const char *password)
 {
-	struct auth_op *op = xcalloc(1, sizeof(*op));
+	struct login_env env = {imap_env.auth, imap_env.guard, imap_limits.failure_delay};
 
-	op->s = s;
-	op->conn = s->conn;
-	(void)!str_copy(op->user, sizeof(op->user), user);
-	(void)!str_copy(op->rip, sizeof(op->rip), net_conn_rip(s->conn));
-	if (imap_env.guard != NULL)
-		guard_password_mac(imap_env.guard, user, password, op->mac);
 	session_busy(s);
-	auth_verify_async_prio(imap_env.auth,
-	                       imap_env.guard != NULL ?
-	                               guard_priority(imap_env.guard, GUARD_IMAP, op->rip) :
-	                               TPOOL_NORMAL,
-	                       user, password, auth_done_cb, op);
+	login_start(&env, GUARD_IMAP, s->conn, user, password, login_done, s);
 }
 
 static void

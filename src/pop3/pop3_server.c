@@ -19,6 +19,7 @@
 #include "pop3/pop3_server.h"
 #include "core/hmap.h"
 #include "core/log.h"
+#include "proto/login.h"
 #include "pop3/pop3_parser.h"
 
 #include <errno.h>
@@ -316,34 +317,22 @@ load_finish(void *arg)
 	pop3_unbusy(s);
 }
 
-struct auth_op {
-	struct net_conn *conn;
-	struct pop3_session *s;
-	enum auth_result result;
-	int64_t account_id;
-	char user[AUTH_MAX_ADDRESS + 1];
-	char rip[64];
-	uint8_t mac[GUARD_MAC_SIZE]; /* keyed hash of the attempted password, for the guard */
-};
-
+/* The end of a login, on the I/O thread (after the guard's delay for a failure). */
 static void
-auth_finish(void *arg)
+login_done(struct net_conn *conn, const struct login_result *r, void *ctx)
 {
-	struct auth_op *op = arg;
-	struct net_conn *conn = op->conn;
-	struct pop3_session *s = op->s;
+	struct pop3_session *s = ctx;
 	char user[LOG_SANITIZE_SIZE];
 	struct load_op *load;
 
 	if (net_conn_is_closing(conn)) {
-		free(op);
 		net_conn_unref(&conn);
 		return;
 	}
-	log_sanitize_str(user, op->user);
-	switch (op->result) {
+	log_sanitize_str(user, r->user);
+	switch (r->result) {
 	case AUTH_OK:
-		if (!maildrop_lock(op->account_id)) {
+		if (!maildrop_lock(r->account_id)) {
 			reply(s, "-ERR [IN-USE] The mailbox is in use by another POP3 session");
 			log_info("sid=%s event=auth-failed service=%s rip=%s user=%s reason=in-use",
 			         net_conn_sid(conn), service_label(conn), net_conn_rip(conn), user);
@@ -352,9 +341,8 @@ auth_finish(void *arg)
 		load = xcalloc(1, sizeof(*load));
 		load->conn = conn;
 		load->s = s;
-		load->account_id = op->account_id;
-		memcpy(load->user, op->user, sizeof(load->user));
-		free(op);
+		load->account_id = r->account_id;
+		(void)!str_copy(load->user, sizeof(load->user), r->user);
 		/* Still busy: the reference passes to the load. */
 		tpool_submit(env.lookups, load_run, load);
 		return;
@@ -363,7 +351,6 @@ auth_finish(void *arg)
 		log_info("sid=%s event=auth-failed service=%s rip=%s user=%s reason=credentials",
 		         net_conn_sid(conn), service_label(conn), net_conn_rip(conn), user);
 		if (too_many_errors(s)) {
-			free(op);
 			net_conn_unref(&conn);
 			return;
 		}
@@ -374,39 +361,15 @@ auth_finish(void *arg)
 		         net_conn_sid(conn), service_label(conn), net_conn_rip(conn), user);
 		break;
 	}
-	free(op);
 	pop3_unbusy(s);
-}
-
-/* On an auth worker thread. A failure is answered after the guard's delay, counted from the
- * verification's end, so that guessing is slow and an unknown user looks the same. */
-static void
-auth_done_cb(enum auth_result result, const struct store_account *account, void *ctx)
-{
-	struct auth_op *op = ctx;
-	uint64_t delay = limits.failure_delay;
-
-	op->result = result;
-	if (account != NULL)
-		op->account_id = account->id;
-	if (env.guard != NULL && result == AUTH_FAILED)
-		delay = guard_auth_failed(env.guard, GUARD_POP3, op->rip, op->user, op->mac);
-	else if (env.guard != NULL && result == AUTH_OK)
-		guard_auth_succeeded(env.guard, GUARD_POP3, op->rip, op->user);
-	explicit_bzero(op->mac, sizeof(op->mac));
-	if (result == AUTH_FAILED && delay > 0)
-		net_thread_post_delayed(net_conn_thread(op->conn), delay, auth_finish, op);
-	else
-		net_thread_post(net_conn_thread(op->conn), auth_finish, op);
 }
 
 /* Starts the password check (USER/PASS or a completed AUTH). user and password are borrowed
  * for the call. */
 static void
-login_start(struct pop3_session *s, const char *user, const char *password)
+pop3_login(struct pop3_session *s, const char *user, const char *password)
 {
-	struct auth_op *op;
-	int prio = TPOOL_NORMAL;
+	struct login_env lenv = {env.auth, env.guard, limits.failure_delay};
 
 	if (env.guard != NULL && guard_banned_until(env.guard, GUARD_POP3,
 	                                            net_conn_rip(s->conn)) > 0) {
@@ -415,17 +378,8 @@ login_start(struct pop3_session *s, const char *user, const char *password)
 		net_conn_close_because(s->conn, "banned");
 		return;
 	}
-	op = xcalloc(1, sizeof(*op));
-	op->conn = s->conn;
-	op->s = s;
-	(void)!str_copy(op->user, sizeof(op->user), user);
-	(void)!str_copy(op->rip, sizeof(op->rip), net_conn_rip(s->conn));
-	if (env.guard != NULL) {
-		guard_password_mac(env.guard, user, password, op->mac);
-		prio = guard_priority(env.guard, GUARD_POP3, op->rip);
-	}
 	pop3_busy(s);
-	auth_verify_async_prio(env.auth, prio, user, password, auth_done_cb, op);
+	login_start(&lenv, GUARD_POP3, s->conn, user, password, login_done, s);
 	s->user[0] = '\0'; /* may be user itself: only now */
 }
 
@@ -495,7 +449,7 @@ cmd_pass(struct pop3_session *s, const struct pop3_cmd *cmd)
 	 * buffer. */
 	memcpy(password, cmd->rest.p, cmd->rest.len);
 	password[cmd->rest.len] = '\0';
-	login_start(s, s->user, password);
+	pop3_login(s, s->user, password);
 	explicit_bzero(password, sizeof(password));
 }
 
@@ -529,7 +483,7 @@ auth_status(struct pop3_session *s, int status, const char *challenge)
 		reply_error(s, "-ERR [AUTH] Authorization identity refused");
 		return;
 	}
-	login_start(s, auth_sasl_user(s->sasl), auth_sasl_password(s->sasl));
+	pop3_login(s, auth_sasl_user(s->sasl), auth_sasl_password(s->sasl));
 	auth_sasl_free(&s->sasl);
 }
 

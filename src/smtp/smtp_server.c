@@ -12,6 +12,7 @@
  * - Input sent before a STARTTLS handshake is discarded by the network layer (RFC 3207 6). */
 #include "smtp/smtp_server.h"
 #include "core/log.h"
+#include "proto/login.h"
 #include "smtp/smtp_parser.h"
 #include "smtp/smtp_resolve.h"
 
@@ -261,35 +262,23 @@ cmd_starttls(struct smtp_session *s)
 	s->user[0] = '\0';
 }
 
-struct auth_op {
-	struct net_conn *conn;
-	struct smtp_session *s;
-	enum auth_result result;
-	int64_t account_id;
-	char user[256];
-	char rip[64];
-	uint8_t mac[GUARD_MAC_SIZE]; /* keyed hash of the attempted password, for the guard */
-};
-
+/* The end of a login, on the I/O thread (after the guard's delay for a failure). */
 static void
-auth_finish(void *arg)
+login_done(struct net_conn *conn, const struct login_result *r, void *ctx)
 {
-	struct auth_op *op = arg;
-	struct net_conn *conn = op->conn;
-	struct smtp_session *s = op->s;
+	struct smtp_session *s = ctx;
 	char user[LOG_SANITIZE_SIZE];
 
 	if (net_conn_is_closing(conn)) {
-		free(op);
 		net_conn_unref(&conn);
 		return;
 	}
-	log_sanitize_str(user, op->user);
-	switch (op->result) {
+	log_sanitize_str(user, r->user);
+	switch (r->result) {
 	case AUTH_OK:
 		s->authenticated = true;
-		s->account_id = op->account_id;
-		(void)!str_copy(s->user, sizeof(s->user), op->user);
+		s->account_id = r->account_id;
+		(void)!str_copy(s->user, sizeof(s->user), r->user);
 		reply(s, "235 2.7.0 Authentication successful");
 		log_info("sid=%s event=auth service=%s rip=%s user=%s result=ok", net_conn_sid(conn),
 		         service_label(s), net_conn_rip(conn), user);
@@ -299,7 +288,6 @@ auth_finish(void *arg)
 		log_info("sid=%s event=auth-failed service=%s rip=%s user=%s reason=credentials",
 		         net_conn_sid(conn), service_label(s), net_conn_rip(conn), user);
 		if (too_many_errors(s)) {
-			free(op);
 			smtp_unbusy(s);
 			return;
 		}
@@ -310,38 +298,14 @@ auth_finish(void *arg)
 		         net_conn_sid(conn), service_label(s), net_conn_rip(conn), user);
 		break;
 	}
-	free(op);
 	smtp_unbusy(s);
-}
-
-/* On an auth worker thread. A failure is answered after the configured delay, counted from
- * the verification's end, so that guessing is slow and an unknown user looks the same. */
-static void
-auth_done_cb(enum auth_result result, const struct store_account *account, void *ctx)
-{
-	struct auth_op *op = ctx;
-
-	uint64_t delay = limits.failure_delay;
-
-	op->result = result;
-	if (account != NULL)
-		op->account_id = account->id;
-	if (env.guard != NULL && result == AUTH_FAILED)
-		delay = guard_auth_failed(env.guard, GUARD_SMTP, op->rip, op->user, op->mac);
-	else if (env.guard != NULL && result == AUTH_OK)
-		guard_auth_succeeded(env.guard, GUARD_SMTP, op->rip, op->user);
-	explicit_bzero(op->mac, sizeof(op->mac));
-	if (result == AUTH_FAILED && delay > 0)
-		net_thread_post_delayed(net_conn_thread(op->conn), delay, auth_finish, op);
-	else
-		net_thread_post(net_conn_thread(op->conn), auth_finish, op);
 }
 
 /* Handles a SASL step's status. */
 static void
 auth_status(struct smtp_session *s, int status, const char *challenge, const char *error)
 {
-	struct auth_op *op;
+	struct login_env lenv = {env.auth, env.guard, limits.failure_delay};
 
 	switch (status) {
 	case AUTH_SASL_CONTINUE:
@@ -368,20 +332,9 @@ auth_status(struct smtp_session *s, int status, const char *challenge, const cha
 		reply_error(s, "535 5.7.8 Authorization identity refused");
 		return;
 	}
-	op = xcalloc(1, sizeof(*op));
-	op->conn = s->conn;
-	op->s = s;
-	(void)!str_copy(op->user, sizeof(op->user), auth_sasl_user(s->sasl));
-	(void)!str_copy(op->rip, sizeof(op->rip), net_conn_rip(s->conn));
-	if (env.guard != NULL)
-		guard_password_mac(env.guard, auth_sasl_user(s->sasl), auth_sasl_password(s->sasl),
-		                   op->mac);
 	smtp_busy(s);
-	auth_verify_async_prio(env.auth,
-	                       env.guard != NULL ? guard_priority(env.guard, GUARD_SMTP, op->rip)
-	                                         : TPOOL_NORMAL,
-	                       auth_sasl_user(s->sasl), auth_sasl_password(s->sasl), auth_done_cb,
-	                       op);
+	login_start(&lenv, GUARD_SMTP, s->conn, auth_sasl_user(s->sasl),
+	            auth_sasl_password(s->sasl), login_done, s);
 	auth_sasl_free(&s->sasl);
 }
 
