@@ -11,7 +11,6 @@
 #include "guard/guard.h"
 #include "net/net.h"
 #include "pop3/pop3_server.h"
-#include "proto/greeter.h"
 #include "queue/queue.h"
 #include "imap/imap_server.h"
 #include "smtp/smtp_server.h"
@@ -262,7 +261,7 @@ serve_usage(FILE *out)
 int
 cli_serve(struct cli *cli, int argc, char **argv)
 {
-	const struct net_proto *protos[NET_SVC_COUNT];
+	const struct net_proto *protos[NET_SVC_COUNT] = {0};
 	struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
 	struct auth_options aopts;
 	sigset_t stop_signals;
@@ -293,9 +292,6 @@ cli_serve(struct cli *cli, int argc, char **argv)
 		(void)!str_copy(sv.hostname, sizeof(sv.hostname), sv.cfg->hostname);
 	else if (gethostname(sv.hostname, sizeof(sv.hostname) - 1) < 0)
 		(void)!str_copy(sv.hostname, sizeof(sv.hostname), "localhost");
-	greeter_set_hostname(sv.hostname);
-	for (int i = 0; i < NET_SVC_COUNT; i++)
-		protos[i] = greeter_proto((enum net_service)i);
 	protos[NET_SVC_SMTP] = smtp_server_proto();
 	protos[NET_SVC_SUBMISSION] = smtp_server_proto();
 	protos[NET_SVC_SUBMISSIONS] = smtp_server_proto();
@@ -337,7 +333,6 @@ cli_serve(struct cli *cli, int argc, char **argv)
 		struct pop3_server_env penv = {sv.store, sv.auth, sv.lookups, sv.hostname, sv.guard};
 		pop3_server_setup(&penv, sv.cfg);
 	}
-	greeter_set_guard(sv.guard);
 	{
 		struct imap_server_env ienv = {sv.store, sv.auth, NULL, sv.hostname, sv.guard};
 
