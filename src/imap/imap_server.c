@@ -75,7 +75,7 @@ watch_task(void *arg)
 
 	atomic_store(&w->posted, false);
 	if (s != NULL && !s->dead) {
-		s->changed = true;
+		atomic_store(&s->changed, true);
 		if (s->idling && !s->busy)
 			run_idle_sync(s);
 	}
@@ -129,6 +129,8 @@ imap_watch_set(struct imap_session *s, int64_t mailbox_id)
 	watch_buckets[watch_bucket(mailbox_id)] = w;
 	pthread_mutex_unlock(&watch_lock);
 	s->watch = w;
+	/* A change between the SELECT's snapshot and now sent no notice to this session. */
+	atomic_store(&s->changed, true);
 }
 
 void
@@ -518,7 +520,7 @@ worker_finish(void *arg)
 		if (!session_unbusy(s))
 			return;
 		/* More changes may have come while the sync ran. */
-		if (s->changed && s->idling)
+		if (atomic_load(&s->changed) && s->idling)
 			run_idle_sync(s);
 		else
 			imap_input(s, s->conn); /* "DONE" may have arrived meanwhile */
@@ -546,7 +548,6 @@ worker_run(void *arg)
 		s->resume = NULL;
 		(void)fn(s);
 	} else if (s->idle_sync_running) {
-		s->changed = false;
 		(void)imap_view_sync(s, true);
 	} else {
 		dispatch_worker(s);
@@ -566,7 +567,6 @@ run_idle_sync(struct imap_session *s)
 {
 	if (s->view == NULL)
 		return;
-	s->changed = false;
 	s->idle_sync_running = true;
 	session_busy(s);
 	tpool_submit(imap_env.workers, worker_run, s);

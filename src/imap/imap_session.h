@@ -13,6 +13,8 @@
 #include "imap/imap_server.h"
 #include "store/store.h"
 
+#include <stdatomic.h>
+
 /* Responses a worker produces before the I/O thread sends them and the worker goes on: bounds
  * the memory of a FETCH of a whole mailbox. */
 #define IMAP_OUT_CHUNK (256 * 1024)
@@ -60,7 +62,9 @@ struct imap_session {
 	unsigned int bad;       /* count of refused commands */
 	bool busy;              /* a worker or a login runs; input is paused */
 	bool dead;              /* the connection went while busy: free when the work returns */
-	bool changed;           /* a watched mailbox changed (set on the I/O thread) */
+	/* The selected mailbox changed since the last sync (set by change notices on the I/O
+	 * thread, taken by the sync on a worker): without it a command need not look. */
+	atomic_bool changed;
 	bool shutdown_pending;
 	bool tls_starting;
 	/* Extensions the client turned on (ENABLE, or implied by use). */

@@ -152,6 +152,10 @@ imap_view_sync(struct imap_session *s, bool expunges)
 
 	if (v == NULL || !expunges)
 		return 0;
+	/* Every committed change to the mailbox notifies its sessions (the store's change hook):
+	 * no notice since the last look, nothing to look at. */
+	if (!atomic_exchange(&s->changed, false))
+		return 0;
 	buf_init(&c.vanished, SIZE_MAX / 2);
 	ret = store_mailbox_changes(imap_env.store, v->mailbox_id, v->modseq, sync_changed,
 	                            sync_expunged, &c, &mb);
@@ -169,6 +173,8 @@ imap_view_sync(struct imap_session *s, bool expunges)
 		v->modseq = mb.highestmodseq;
 		v->uidnext = mb.uidnext;
 		v->nown = 0;
+	} else {
+		atomic_store(&s->changed, true); /* look again next time */
 	}
 	buf_deinit(&c.vanished);
 	return ret;
