@@ -3,6 +3,7 @@
  * They run on a worker. Names are kept as the client sends them (modified UTF-7, RFC 3501
  * 5.1.3); the hierarchy separator is "/". */
 #include "imap/imap_session.h"
+#include "imap/imap_utf7.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,24 +38,77 @@ norm_name(const char *in, char out[MAX_NAME + 1], bool trailing_ok)
 	return NULL;
 }
 
+/* Whether this session speaks UTF-8 mailbox names (UTF8=ACCEPT, IMAP4rev2). The store keeps
+ * the modified UTF-7 form either way. */
+static bool
+names_utf8(const struct imap_session *s)
+{
+	return s->utf8 || s->rev2;
+}
+
+/* The stored form of a name as the client sent it into out (size bytes). */
+static bool
+to_stored(const struct imap_session *s, const char *name, char *out, size_t size)
+{
+	struct buf b;
+	bool ok;
+
+	if (!names_utf8(s))
+		return str_copy(out, size, name) == 0;
+	buf_init(&b, size - 1);
+	ok = imap_utf8_to_utf7(name, &b) == 0 && str_copy(out, size, buf_cstr(&b)) == 0;
+	buf_deinit(&b);
+	return ok;
+}
+
+void
+imap_out_mailbox(struct imap_session *s, const char *stored)
+{
+	struct buf b;
+
+	if (!names_utf8(s)) {
+		imap_out_astring(s, stored);
+		return;
+	}
+	buf_init(&b, 4 * MAX_NAME);
+	/* A name stored by a client that did not follow RFC 3501 is shown as it is. */
+	if (imap_utf7_to_utf8(stored, &b) < 0) {
+		buf_reset(&b);
+		(void)buf_append_str(&b, stored);
+	}
+	imap_out_astring(s, buf_cstr(&b));
+	buf_deinit(&b);
+}
+
 /* Reads a mailbox name argument; on failure the tagged BAD is sent and false returned. */
 static bool
 arg_name(struct imap_session *s, const struct imap_arg *arg, char out[MAX_NAME + 1],
          bool trailing_ok)
 {
 	const char *name, *why;
+	char stored[MAX_NAME + 1];
 	size_t len;
 
 	if (imap_arg_get_astring(arg, &name, &len) < 0) {
 		imap_tagged(s, "BAD", "Mailbox name expected");
 		return false;
 	}
-	why = norm_name(name, out, trailing_ok);
+	if (!to_stored(s, name, stored, sizeof(stored))) {
+		imap_tagged(s, "NO", "[CANNOT] Invalid or too long mailbox name");
+		return false;
+	}
+	why = norm_name(stored, out, trailing_ok);
 	if (why != NULL) {
 		imap_tagged(s, "NO", "[CANNOT] %s", why);
 		return false;
 	}
 	return true;
+}
+
+bool
+imap_arg_mailbox(struct imap_session *s, const struct imap_arg *arg, char out[256])
+{
+	return arg_name(s, arg, out, false);
 }
 
 /* ---- pattern matching (RFC 3501 6.3.8) ----------------------------------------------------
@@ -267,7 +321,7 @@ out_status(struct imap_session *s, const char *name, int64_t mailbox_id, unsigne
 			return ret;
 	}
 	imap_out(s, "* STATUS ");
-	imap_out_astring(s, name);
+	imap_out_mailbox(s, name);
 	imap_out(s, " (");
 #define ITEM(bit, fmt, val)                                                                   \
 	if (items & (bit)) {                                                                  \
@@ -434,13 +488,16 @@ imap_cmd_list(struct imap_session *s, bool lsub)
 		bool matched = false;
 
 		for (size_t p = 0; p < npat && !matched; p++) {
-			char full[2 * MAX_NAME + 2];
+			char full[2 * MAX_NAME + 2], stored[4 * MAX_NAME + 4];
 
 			if (patterns[p][0] != '\0' && ref[0] != '\0' && patterns[p][0] != '/')
 				(void)snprintf(full, sizeof(full), "%s%s", ref, patterns[p]);
 			else
 				(void)snprintf(full, sizeof(full), "%s", patterns[p]);
-			matched = pattern_match(full, m->name);
+			/* Wildcards are ASCII: the pattern converts like a name. */
+			if (!to_stored(s, full, stored, sizeof(stored)))
+				continue;
+			matched = pattern_match(stored, m->name);
 		}
 		if (!matched)
 			continue;
@@ -471,7 +528,7 @@ imap_cmd_list(struct imap_session *s, bool lsub)
 				imap_out(s, " %s", m->special);
 		}
 		imap_out(s, ") \"/\" ");
-		imap_out_astring(s, m->name);
+		imap_out_mailbox(s, m->name);
 		if (childinfo && !lsub)
 			imap_out(s, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 		imap_out(s, "\r\n");
@@ -1046,7 +1103,7 @@ imap_cmd_quota(struct imap_session *s)
 		}
 		if (ret > 0) {
 			imap_out(s, "* QUOTAROOT ");
-			imap_out_astring(s, name);
+			imap_out_mailbox(s, name);
 			imap_out(s, " \"\"\r\n");
 			ret = out_quota(s);
 		}

@@ -1329,14 +1329,17 @@ imap_cmd_copy(struct imap_session *s, bool move)
 	struct expunge_ctx c = {0};
 	struct store_mailbox mb;
 	struct buf src, dst;
-	const char *name, *error;
-	size_t len, k = 0;
+	char name[256];
+	const char *error;
+	size_t k = 0;
 	int ret;
 
-	if (cmd->nargs != 2 || imap_arg_get_astring(&cmd->args[1], &name, &len) < 0) {
+	if (cmd->nargs != 2) {
 		imap_tagged(s, "BAD", "Usage: %s set mailbox", cmd->name);
 		return;
 	}
+	if (!imap_arg_mailbox(s, &cmd->args[1], name))
+		return;
 	if (move && s->view->readonly) {
 		imap_tagged(s, "NO", "[READ-ONLY] Mailbox is read-only");
 		return;
@@ -1500,15 +1503,18 @@ imap_cmd_append(struct imap_session *s)
 	struct store_blob *blobs[IMAP_MAX_APPEND] = {0};
 	struct append_ctx c = {0, msgs, 0};
 	struct store_mailbox mb;
-	const char *name, *error;
-	size_t len, i = 1;
+	char name[256];
+	const char *error;
+	size_t i = 1;
 	struct buf uids;
 	int ret;
 
-	if (cmd->nargs < 2 || imap_arg_get_astring(&cmd->args[0], &name, &len) < 0) {
+	if (cmd->nargs < 2) {
 		imap_tagged(s, "BAD", "Usage: APPEND mailbox [(flags)] [date] message");
 		return;
 	}
+	if (!imap_arg_mailbox(s, &cmd->args[0], name))
+		return;
 	if (s->append_failed) {
 		imap_tagged(s, "NO", "[UNAVAILABLE] The message could not be stored, try again later");
 		return;

@@ -188,7 +188,8 @@ imap_out_astring(struct imap_session *s, const char *str)
 	for (const unsigned char *p = (const unsigned char *)str; *p != '\0'; p++) {
 		if (*p <= 0x20 || *p >= 0x7f || strchr("(){%*\"\\]", *p) != NULL)
 			atom = false;
-		if (*p == '\r' || *p == '\n' || *p >= 0x80)
+		/* 8-bit octets only quoted for a client that accepts UTF-8 there (RFC 6855 3). */
+		if (*p == '\r' || *p == '\n' || (*p >= 0x80 && !s->utf8 && !s->rev2))
 			quotable = false;
 	}
 	if (atom && strcasecmp(str, "NIL") != 0) {
@@ -313,7 +314,7 @@ out_capabilities(struct imap_session *s)
 			imap_out(s, " LOGINDISABLED");
 		return;
 	}
-	imap_out(s, " LITERAL+ IDLE UIDPLUS MOVE NAMESPACE UNSELECT CHILDREN SPECIAL-USE "
+	imap_out(s, " LITERAL+ UTF8=ACCEPT IDLE UIDPLUS MOVE NAMESPACE UNSELECT CHILDREN SPECIAL-USE "
 	            "CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE QRESYNC "
 	            "ESEARCH SEARCHRES SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES MULTIAPPEND "
 	            "BINARY APPENDLIMIT=%llu QUOTA QUOTA=RES-STORAGE%s",
@@ -896,6 +897,9 @@ cmd_enable(struct imap_session *s, const struct imap_command *cmd)
 		} else if (strcasecmp(c, "QRESYNC") == 0 && !s->qresync) {
 			s->qresync = s->condstore = true;
 			(void)buf_append_str(o, " QRESYNC");
+		} else if (strcasecmp(c, "UTF8=ACCEPT") == 0 && !s->utf8) {
+			s->utf8 = true;
+			(void)buf_append_str(o, " UTF8=ACCEPT");
 		} else if (strcasecmp(c, "IMAP4rev2") == 0 && !s->rev2) {
 			s->rev2 = true;
 			(void)buf_append_str(o, " IMAP4rev2");

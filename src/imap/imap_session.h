@@ -190,6 +190,11 @@ void imap_rows_free(struct imap_rows *r);
  * tagged BAD is sent and false returned. */
 bool imap_resolve_set(struct imap_session *s, const struct imap_arg *arg, uint32_t **uids,
                       size_t *n);
+/* Writes a stored mailbox name for this session (UTF-8 after UTF8=ACCEPT or IMAP4rev2). */
+void imap_out_mailbox(struct imap_session *s, const char *stored);
+/* Reads a mailbox name argument into its stored form; on failure the tagged response is sent
+ * and false returned. */
+bool imap_arg_mailbox(struct imap_session *s, const struct imap_arg *arg, char out[256]);
 /* Appends sorted uids as a compact set ("1:3,7"). */
 void imap_out_uidset(struct buf *b, const uint32_t *uids, size_t n);
 /* Flag names for responses; flags are enum store_flag. */

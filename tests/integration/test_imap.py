@@ -1874,3 +1874,30 @@ def test_quota_reported_and_enforced(account):
     assert used <= before - 16, (before, r)
     c.close()
     assert srv.cli("user", "quota", ALICE, "lots", check=False).returncode == 2
+
+
+# ---- UTF8=ACCEPT (RFC 6855) and modified UTF-7 names ------------------------------------------
+
+def test_utf8_accept_mailbox_names(connect):
+    legacy = connect()
+    # A legacy client creates a name in modified UTF-7 (RFC 3501 5.1.3)...
+    assert legacy.cmd("CREATE", "Entw&APw-rfe").status == "OK"
+    assert "Entw&APw-rfe" in list_map(legacy.cmd("LIST", '""', "*"))
+    c = connect()
+    assert "UTF8=ACCEPT" in c.cmd("CAPABILITY").lines("CAPABILITY")[0].decode()
+    assert c.cmd("ENABLE", "UTF8=ACCEPT").lines("ENABLED") == [b"UTF8=ACCEPT"]
+    # ...which a UTF-8 client sees in UTF-8, and the other way round.
+    names = list_map(c.cmd("LIST", '""', "*"))
+    assert "Entwürfe" in names, names
+    assert c.cmd("CREATE", '"Grüße/Tom & Jerry"').status == "OK"
+    assert c.cmd("SELECT", '"Grüße/Tom & Jerry"').status == "OK"
+    r = c.cmd("APPEND", '"Grüße/Tom & Jerry"', Lit(simple("utf8")))
+    assert r.status == "OK", r
+    st = c.cmd("STATUS", '"Grüße/Tom & Jerry"', "(MESSAGES)")
+    assert st.status == "OK" and b"(MESSAGES 1)" in st.lines("STATUS")[0], st
+    assert "Grüße/Tom & Jerry" in list_map(c.cmd("LIST", '""', '"Grüße/%"'))
+    legacy_names = list_map(legacy.cmd("LIST", '""', "*"))
+    assert "Gr&APwA3w-e/Tom &- Jerry" in legacy_names, legacy_names
+    # Malformed UTF-8 is refused, and nothing is created.
+    r = c.cmd("CREATE", Lit(b"bad\xc3(name"))
+    assert r.status in ("NO", "BAD"), r
