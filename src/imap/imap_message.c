@@ -799,12 +799,19 @@ fetch_one(struct imap_session *s, struct fetch *f, const struct imap_row *r, con
 
 static int fetch_continue(struct imap_session *s);
 
+static void
+fetch_free_ctx(void *ctx)
+{
+	fetch_free(ctx);
+}
+
 static int
 fetch_finish(struct imap_session *s, struct fetch *f, const char *why)
 {
 	bool gone = f->gone;
 
 	s->resume_ctx = NULL;
+	s->resume_free = NULL;
 	fetch_free(f);
 	if (why != NULL) {
 		imap_tagged(s, "NO", "%s", why);
@@ -999,6 +1006,7 @@ imap_cmd_fetch(struct imap_session *s)
 		}
 	}
 	s->resume_ctx = f;
+	s->resume_free = fetch_free_ctx;
 	(void)fetch_continue(s);
 }
 

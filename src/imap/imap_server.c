@@ -492,6 +492,17 @@ session_unbusy(struct imap_session *s)
 
 static void worker_run(void *arg);
 
+/* A command that was to continue will not (the connection went). */
+static void
+resume_abandon(struct imap_session *s)
+{
+	if (s->resume_free != NULL && s->resume_ctx != NULL)
+		s->resume_free(s->resume_ctx);
+	s->resume = NULL;
+	s->resume_ctx = NULL;
+	s->resume_free = NULL;
+}
+
 static void
 command_done(struct imap_session *s)
 {
@@ -515,7 +526,8 @@ worker_finish(void *arg)
 		tpool_submit(imap_env.workers, worker_run, s);
 		return;
 	}
-	s->resume = NULL;
+	if (s->resume != NULL)
+		resume_abandon(s);
 	if (s->idle_sync_running) {
 		s->idle_sync_running = false;
 		if (!session_unbusy(s))
@@ -542,7 +554,7 @@ worker_run(void *arg)
 	struct imap_session *s = arg;
 
 	if (s->dead) {
-		s->resume = NULL;
+		resume_abandon(s);
 	} else if (s->resume != NULL) {
 		int (*fn)(struct imap_session *) = s->resume;
 

@@ -83,6 +83,7 @@ struct imap_session {
 	const struct imap_command *cmd;
 	int (*resume)(struct imap_session *s); /* a command that continues after a flush */
 	void *resume_ctx;
+	void (*resume_free)(void *ctx); /* frees resume_ctx when the command is abandoned */
 	struct buf out;
 	/* APPEND literals streamed to blobs as they arrive */
 	struct imap_append appends[IMAP_MAX_APPEND];

@@ -1901,3 +1901,19 @@ def test_utf8_accept_mailbox_names(connect):
     # Malformed UTF-8 is refused, and nothing is created.
     r = c.cmd("CREATE", Lit(b"bad\xc3(name"))
     assert r.status in ("NO", "BAD"), r
+
+
+def test_connection_dropped_in_the_middle_of_a_big_fetch(srv, connect):
+    body = ("z" * 76 + "\r\n") * 2000   # ~156 KB each: the FETCH goes out in several chunks
+    for i in range(6):
+        deliver(srv, simple(f"big{i}", body=body))
+    s = socket.create_connection(("127.0.0.1", srv.ports["imap"]), timeout=TIMEOUT)
+    s.recv(4096)
+    s.sendall(f'a LOGIN {ALICE} "{PW}"\r\nb SELECT INBOX\r\nc FETCH 1:* (BODY.PEEK[])\r\n'.encode())
+    got = b""
+    while len(got) < 100_000:
+        got += s.recv(65536)
+    s.close()   # the server must drop the rest of the FETCH and free what it held
+    c = connect()
+    assert c.cmd("SELECT", "INBOX").status == "OK"
+    assert c.cmd("NOOP").status == "OK"
