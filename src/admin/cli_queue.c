@@ -1,4 +1,4 @@
-/* `postamt queue list|show|hold|release|delete|retry`: the outbound queue, read and changed in
+/* `postamt queue list|show|stats|hold|release|delete|retry`: the outbound queue, read and changed in
  * the store while the server runs. Listing reads recipients in queue-id order through an index
  * with a limit, so it answers as fast with a million entries as with ten. A change is a store
  * job; the running queue runner sees it at its next look (held entries are not read, retried
@@ -17,10 +17,12 @@ queue_usage(FILE *out)
 	        "usage: postamt [-c CONF] queue list [--json] [--limit N]\n"
 	        "       postamt [-c CONF] queue show ID [--json]\n"
 	        "       postamt [-c CONF] queue hold|release|delete|retry ID...\n"
+	        "       postamt [-c CONF] queue stats [--json] [--top N]\n"
 	        "list shows one line per recipient, oldest queue entries first (default limit\n"
 	        "100). "
 	        "hold keeps an entry from delivery until release; retry makes it\n"
-	        "due now; delete removes it without a bounce.\n");
+	        "due now; delete removes it without a bounce. stats counts recipients by priority\n"
+	        "class and state and lists the destination domains with the most (default 10).\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -97,6 +99,80 @@ parse_id(const char *s, int64_t *id_r)
 	return 0;
 }
 
+struct qstats_out {
+	bool json, first;
+	int64_t now;
+};
+
+static int
+print_domain(const struct store_queue_domain *d, void *ctx)
+{
+	struct qstats_out *o = ctx;
+	long long age = d->oldest > 0 ? (long long)(o->now - d->oldest) : 0;
+
+	if (o->json) {
+		printf("%s{\"domain\":", o->first ? "" : ",");
+		cli_json_string(d->domain);
+		printf(",\"recipients\":%llu,\"deferred\":%llu,\"oldest_seconds\":%lld}",
+		       (unsigned long long)d->rcpts, (unsigned long long)d->deferred, age);
+	} else {
+		printf("  %-40s %8llu %8llu %10lld\n", d->domain, (unsigned long long)d->rcpts,
+		       (unsigned long long)d->deferred, age);
+	}
+	o->first = false;
+	return 0;
+}
+
+/* `queue stats`: counts by class and state, the busiest destinations, the oldest entry. */
+static int
+queue_stats(struct store *store, bool json, unsigned int top)
+{
+	static const char *const classes[STORE_QUEUE_PRIORITIES] = {"interactive", "normal",
+	                                                            "bulk", "suspect"};
+	struct qstats_out o = {json, true, (int64_t)time(NULL)};
+	struct store_queue_stats st;
+	uint64_t total[3] = {0, 0, 0};
+	long long oldest;
+	int ret;
+
+	if (json)
+		printf("{\"domains\":[");
+	else
+		printf("destination                              recipients deferred oldest(s)\n");
+	ret = store_queue_stats(store, top, &st, print_domain, &o);
+	if (ret < 0) {
+		if (json)
+			printf("]}\n");
+		cli_error("cannot read the queue: %s", store_err_str(ret));
+		return 1;
+	}
+	oldest = st.oldest > 0 ? (long long)(o.now - st.oldest) : 0;
+	for (int p = 0; p < STORE_QUEUE_PRIORITIES; p++) {
+		for (int k = 0; k < 3; k++)
+			total[k] += st.rcpts[p][k];
+	}
+	if (json) {
+		printf("],\"messages\":%llu,\"oldest_seconds\":%lld,\"classes\":{",
+		       (unsigned long long)st.messages, oldest);
+		for (int p = 0; p < STORE_QUEUE_PRIORITIES; p++)
+			printf("%s\"%s\":{\"queued\":%llu,\"deferred\":%llu,\"held\":%llu}",
+			       p > 0 ? "," : "", classes[p], (unsigned long long)st.rcpts[p][0],
+			       (unsigned long long)st.rcpts[p][1], (unsigned long long)st.rcpts[p][2]);
+		printf("},\"recipients\":{\"queued\":%llu,\"deferred\":%llu,\"held\":%llu}}\n",
+		       (unsigned long long)total[0], (unsigned long long)total[1],
+		       (unsigned long long)total[2]);
+		return 0;
+	}
+	printf("\nclass         queued deferred     held\n");
+	for (int p = 0; p < STORE_QUEUE_PRIORITIES; p++)
+		printf("%-11s %8llu %8llu %8llu\n", classes[p], (unsigned long long)st.rcpts[p][0],
+		       (unsigned long long)st.rcpts[p][1], (unsigned long long)st.rcpts[p][2]);
+	printf("%-11s %8llu %8llu %8llu\n", "total", (unsigned long long)total[0],
+	       (unsigned long long)total[1], (unsigned long long)total[2]);
+	printf("\nmessages: %llu, oldest: %lld s\n", (unsigned long long)st.messages, oldest);
+	return 0;
+}
+
 int
 cli_queue(struct cli *cli, int argc, char **argv)
 {
@@ -113,6 +189,33 @@ cli_queue(struct cli *cli, int argc, char **argv)
 	if (argc < 1)
 		return queue_usage(stderr);
 	cmd = argv[0];
+	if (strcmp(cmd, "stats") == 0) {
+		unsigned int top = 10;
+		bool json = false;
+
+		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "--json") == 0) {
+				json = true;
+			} else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
+				if (str_to_uint(argv[++i], &top) < 0 || top == 0 || top > 10000) {
+					cli_error("--top: expected a number from 1 to 10000");
+					return 2;
+				}
+			} else {
+				return queue_usage(stderr);
+			}
+		}
+		cfg = cli_load_config(cli);
+		if (cfg == NULL)
+			return 1;
+		store = cli_open_store(cfg);
+		cfg_free(&cfg);
+		if (store == NULL)
+			return 1;
+		ret = queue_stats(store, json, top);
+		store_close(&store);
+		return ret;
+	}
 	for (size_t i = 0; i < N_ELEMENTS(changes); i++) {
 		if (strcmp(cmd, changes[i]) == 0)
 			kind = (int)i;

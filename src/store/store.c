@@ -1047,6 +1047,14 @@ store_fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_
 }
 
 int
+store_queue_stats(struct store *store, unsigned int top, struct store_queue_stats *r,
+                  store_queue_domain_cb *cb, void *ctx)
+{
+	memset(r, 0, sizeof(*r));
+	return store->ops->queue_stats(store, top, r, cb, ctx);
+}
+
+int
 store_queue_count(struct store *store, uint64_t *count_r)
 {
 	return store->ops->queue_count(store, count_r);

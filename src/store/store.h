@@ -478,6 +478,22 @@ int store_mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t sinc
                           struct store_mailbox *mb_r);
 /* The cached MIME structure of a message file: 1 appended to out, 0 none cached. */
 int store_blob_meta_get(struct store *store, const char *blob_id, struct buf *out);
+/* The queue at a glance (`postamt queue stats`): one read snapshot, which scans the queue. */
+struct store_queue_stats {
+	uint64_t messages;                          /* queue entries */
+	uint64_t rcpts[STORE_QUEUE_PRIORITIES][3];  /* [priority][0 queued, 1 deferred, 2 held] */
+	int64_t oldest;                             /* seconds: the oldest entry's time; 0 none */
+};
+struct store_queue_domain {
+	const char *domain;  /* valid during the callback */
+	uint64_t rcpts;      /* recipients waiting for this domain */
+	uint64_t deferred;   /* of these, tried and deferred */
+	int64_t oldest;      /* seconds: when the oldest of them was queued */
+};
+typedef int store_queue_domain_cb(const struct store_queue_domain *d, void *ctx);
+/* Fills r and calls cb (may be NULL) for the `top` domains with the most recipients. */
+int store_queue_stats(struct store *store, unsigned int top, struct store_queue_stats *r,
+                      store_queue_domain_cb *cb, void *ctx);
 /* Number of queue entries (messages), for tests and stats. */
 int store_queue_count(struct store *store, uint64_t *count_r);
 

@@ -38,6 +38,8 @@ typedef int store__blob_check_cb(struct store *store, const char *id, uint64_t s
  * owns threads, blob files and the durability protocol; an engine only knows SQL. */
 struct store_ops {
 	const char *name;
+	int (*queue_stats)(struct store *store, unsigned int top, struct store_queue_stats *r,
+	                   store_queue_domain_cb *cb, void *ctx);
 	/* Whether the next commits wait for the disk (the default) or not (relaxed jobs). */
 	int (*set_durable)(struct store *store, bool durable);
 	/* Puts everything committed so far on disk. Called with write_lock held. */

@@ -87,6 +87,9 @@ enum sqlite__st {
 	ST_MAILBOX_GET_ID,
 	ST_MAILBOX_DELETE,
 	ST_MAILBOX_DELETE_MESSAGES,
+	ST_QSTATS_COUNT,
+	ST_QSTATS_CLASSES,
+	ST_QSTATS_DOMAINS,
 	ST_ACCOUNT_SET_QUOTA,
 	ST_MAILBOX_RENAME,
 	ST_MAILBOX_SUBSCRIBE,
@@ -214,6 +217,12 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_MAILBOX_GET_ID] = "SELECT " SQLITE__MAILBOX_COLS " FROM mailboxes mb WHERE mb.id = ?1",
 	[ST_MAILBOX_DELETE] = "DELETE FROM mailboxes WHERE id = ?1",
 	[ST_MAILBOX_DELETE_MESSAGES] = "DELETE FROM messages WHERE mailbox_id = ?1",
+	[ST_QSTATS_COUNT] = "SELECT count(*), coalesce(min(created), 0) FROM queue",
+	[ST_QSTATS_CLASSES] = "SELECT priority, state, held, count(*) FROM queue_rcpts "
+	                      "GROUP BY priority, state, held",
+	[ST_QSTATS_DOMAINS] = "SELECT r.domain, count(*), sum(r.state = 1), min(q.created) "
+	                      "FROM queue_rcpts r JOIN queue q ON q.id = r.queue_id "
+	                      "GROUP BY r.domain ORDER BY count(*) DESC, r.domain LIMIT ?1",
 	[ST_ACCOUNT_SET_QUOTA] = "UPDATE accounts SET quota = ?2 WHERE address = ?1",
 	/* The mailbox and its children ("a/b" moves "a/b/c" too); names compare exactly. */
 	[ST_MAILBOX_RENAME] = "UPDATE mailboxes SET name = ?3 || substr(name, length(?2) + 1) "
@@ -1846,6 +1855,74 @@ sqlite__blob_meta_get(struct store *store, const char *blob_id, struct buf *out)
 	return sqlite__read_end(&r, rc, ret);
 }
 
+/* Counts of the whole queue from one read snapshot; scans the queue (an operator's command). */
+static int
+sqlite__queue_stats(struct store *store, unsigned int top, struct store_queue_stats *r,
+                    store_queue_domain_cb *cb, void *ctx)
+{
+	struct sqlite__conn *c = sqlite__reader_get(store);
+	sqlite3_stmt *st;
+	int rc, ret = STORE_OK;
+
+	if (c == NULL)
+		return STORE_ERR_IO;
+	rc = sqlite__exec(c->db, "BEGIN");
+	if (rc != SQLITE_OK) {
+		ret = sqlite__err(c->db, rc);
+		sqlite__reader_put(store, c);
+		return ret;
+	}
+	st = sqlite__stmt(c, ST_QSTATS_COUNT);
+	if (st == NULL)
+		ret = STORE_ERR_IO;
+	if (ret == STORE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			r->messages = (uint64_t)sqlite3_column_int64(st, 0);
+			r->oldest = sqlite3_column_int64(st, 1);
+		} else {
+			ret = sqlite__err(c->db, rc);
+		}
+		sqlite__done(st);
+	}
+	st = ret == STORE_OK ? sqlite__stmt(c, ST_QSTATS_CLASSES) : NULL;
+	if (ret == STORE_OK && st == NULL)
+		ret = STORE_ERR_IO;
+	if (ret == STORE_OK) {
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			int prio = sqlite3_column_int(st, 0), state = sqlite3_column_int(st, 1);
+			int kind = sqlite3_column_int(st, 2) != 0 ? 2 : state == STORE_QUEUE_DEFERRED;
+
+			if (prio >= 0 && prio < STORE_QUEUE_PRIORITIES)
+				r->rcpts[prio][kind] += (uint64_t)sqlite3_column_int64(st, 3);
+		}
+		if (rc != SQLITE_DONE)
+			ret = sqlite__err(c->db, rc);
+		sqlite__done(st);
+	}
+	st = ret == STORE_OK && cb != NULL ? sqlite__stmt(c, ST_QSTATS_DOMAINS) : NULL;
+	if (ret == STORE_OK && cb != NULL && st == NULL)
+		ret = STORE_ERR_IO;
+	if (st != NULL) {
+		sqlite3_bind_int64(st, 1, top);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			struct store_queue_domain d = {
+				sqlite__col_text(st, 0), (uint64_t)sqlite3_column_int64(st, 1),
+				(uint64_t)sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3)};
+
+			ret = cb(&d, ctx);
+			if (ret != 0)
+				break;
+		}
+		if (ret == STORE_OK && rc != SQLITE_DONE)
+			ret = sqlite__err(c->db, rc);
+		sqlite__done(st);
+	}
+	(void)sqlite__exec(c->db, "COMMIT");
+	sqlite__reader_put(store, c);
+	return ret;
+}
+
 static int
 sqlite__queue_count(struct store *store, uint64_t *count_r)
 {
@@ -2585,6 +2662,7 @@ const struct store_ops store__sqlite_ops = {
 	.mailbox_get = sqlite__mailbox_get,
 	.message_list = sqlite__message_list,
 	.set_durable = sqlite__set_durable,
+	.queue_stats = sqlite__queue_stats,
 	.sync = sqlite__sync,
 	.mailbox_create = sqlite__mailbox_create,
 	.mailbox_delete = sqlite__mailbox_delete,

@@ -441,6 +441,12 @@ def test_cli_list_hold_release_retry_delete(make_server):
     wait_for(lambda: "event=deferred" in srv.read_log(), what="deferral")
     rows = queue_list(srv)
     assert len(rows) == 1
+    import json
+    st = json.loads(srv.cli("queue", "stats", "--json").stdout)
+    assert st["messages"] == 1 and st["recipients"]["deferred"] == 1, st
+    assert st["domains"][0]["domain"] == "remote.example" and st["domains"][0]["deferred"] == 1
+    assert "remote.example" in srv.cli("queue", "stats").stdout
+    assert srv.cli("queue", "stats", "--top", "0", check=False).returncode == 2
     row = rows[0]
     assert row["recipient"] == "friend@remote.example" and row["sender"] == "alice@example.test"
     assert row["state"] == "deferred" and row["attempts"] == 1 and row["last_error"]
@@ -453,6 +459,8 @@ def test_cli_list_hold_release_retry_delete(make_server):
     try:
         srv.cli("queue", "hold", qid)
         assert queue_list(srv)[0]["state"] == "held"
+        st = json.loads(srv.cli("queue", "stats", "--json").stdout)
+        assert st["recipients"]["held"] == 1 and st["recipients"]["deferred"] == 0, st
         srv.cli("queue", "retry", qid)
         time.sleep(1.5)
         assert sink.messages == [], "a held entry is not delivered"
