@@ -516,23 +516,7 @@ int
 store_txn_deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id,
                   uint32_t flags, int64_t internaldate, uint32_t *uid_r)
 {
-	const uint32_t all = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
-	                     STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
-	uint32_t uid = 0;
-	int ret;
-
-	if (!store__valid_blob_id(blob_id))
-		return store__txn_refuse(txn, blob_id, "invalid blob id");
-	if ((flags & ~all) != 0) {
-		store_txn_error(txn, "unknown message flags 0x%x", flags & ~all);
-		return STORE_ERR_INVALID;
-	}
-	if (store__txn_usable(txn) < 0)
-		return STORE_ERR_IO;
-	ret = txn->store->ops->deliver(txn, mailbox_id, blob_id, flags, "", internaldate, &uid);
-	if (ret == STORE_OK && uid_r != NULL)
-		*uid_r = uid;
-	return ret;
+	return store_txn_append(txn, mailbox_id, blob_id, flags, "", internaldate, uid_r);
 }
 
 bool
@@ -562,15 +546,13 @@ int
 store_txn_append(struct store_txn *txn, int64_t mailbox_id, const char *blob_id, uint32_t flags,
                  const char *keywords, int64_t internaldate, uint32_t *uid_r)
 {
-	const uint32_t all = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
-	                     STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
 	uint32_t uid = 0;
 	int ret;
 
 	if (!store__valid_blob_id(blob_id))
 		return store__txn_refuse(txn, blob_id, "invalid blob id");
-	if ((flags & ~all) != 0 || !store_keywords_valid(keywords)) {
-		store_txn_error(txn, "invalid message flags");
+	if ((flags & ~STORE_FLAGS_ALL) != 0 || !store_keywords_valid(keywords)) {
+		store_txn_error(txn, "invalid message flags 0x%x or keywords", flags);
 		return STORE_ERR_INVALID;
 	}
 	if (store__txn_usable(txn) < 0)
@@ -669,8 +651,6 @@ store_txn_update_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
                        enum store_flags_mode mode, uint32_t flags, const char *keywords,
                        uint64_t unchangedsince, struct store_flags_result *r)
 {
-	const uint32_t all = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
-	                     STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
 	char cur[STORE_KEYWORDS_MAX], next[STORE_KEYWORDS_MAX];
 	struct store_message m;
 	const char *p;
@@ -678,8 +658,8 @@ store_txn_update_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid,
 	int ret;
 
 	memset(r, 0, sizeof(*r));
-	if ((flags & ~all) != 0 || !store_keywords_valid(keywords)) {
-		store_txn_error(txn, "invalid message flags");
+	if ((flags & ~STORE_FLAGS_ALL) != 0 || !store_keywords_valid(keywords)) {
+		store_txn_error(txn, "invalid message flags 0x%x or keywords", flags);
 		return STORE_ERR_INVALID;
 	}
 	if (store__txn_usable(txn) < 0)

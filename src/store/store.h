@@ -157,6 +157,9 @@ enum store_flag {
 	STORE_FLAG_DELETED = 1 << 3,
 	STORE_FLAG_DRAFT = 1 << 4,
 };
+#define STORE_FLAGS_ALL                                                                       \
+	(STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED | STORE_FLAG_DELETED |      \
+	 STORE_FLAG_DRAFT)
 
 /* Adds a message referencing blob_id (a blob of this job, or one already committed) to the
  * mailbox: assigns uid = UIDNEXT and a new MODSEQ. */

@@ -1147,6 +1147,33 @@ sqlite__copy(char *dst, size_t size, sqlite3_stmt *st, int i)
 	return STORE_OK;
 }
 
+/* A read connection inside one read transaction: every query sees the same snapshot while the
+ * writer goes on. End with sqlite__snapshot_end. */
+static int
+sqlite__snapshot_begin(struct store *store, struct sqlite__conn **c_r)
+{
+	struct sqlite__conn *c = sqlite__reader_get(store);
+	int rc, ret;
+
+	if (c == NULL)
+		return STORE_ERR_IO;
+	rc = sqlite__exec(c->db, "BEGIN");
+	if (rc != SQLITE_OK) {
+		ret = sqlite__err(c->db, rc);
+		sqlite__reader_put(store, c);
+		return ret;
+	}
+	*c_r = c;
+	return STORE_OK;
+}
+
+static void
+sqlite__snapshot_end(struct store *store, struct sqlite__conn *c)
+{
+	(void)sqlite__exec(c->db, "COMMIT");
+	sqlite__reader_put(store, c);
+}
+
 /* Fills m from a row of SQLITE__MESSAGE_COLS; m->keywords points into the row. */
 static int
 sqlite__fill_message(sqlite3_stmt *st, struct store_message *m)
@@ -1777,18 +1804,12 @@ sqlite__mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
                         store_message_cb *changed, store_uid_cb *expunged, void *ctx,
                         struct store_mailbox *mb)
 {
-	struct sqlite__conn *c = sqlite__reader_get(store);
+	struct sqlite__conn *c;
 	sqlite3_stmt *st;
-	int rc, ret = STORE_OK;
+	int rc, ret = sqlite__snapshot_begin(store, &c);
 
-	if (c == NULL)
-		return STORE_ERR_IO;
-	rc = sqlite__exec(c->db, "BEGIN");
-	if (rc != SQLITE_OK) {
-		ret = sqlite__err(c->db, rc);
-		sqlite__reader_put(store, c);
+	if (ret != STORE_OK)
 		return ret;
-	}
 	st = sqlite__stmt(c, ST_MAILBOX_GET_ID);
 	if (st == NULL)
 		goto fail;
@@ -1828,12 +1849,10 @@ sqlite__mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
 			ret = sqlite__err(c->db, rc);
 		sqlite__done(st);
 	}
-	(void)sqlite__exec(c->db, "COMMIT");
-	sqlite__reader_put(store, c);
+	sqlite__snapshot_end(store, c);
 	return ret;
 fail:
-	(void)sqlite__exec(c->db, "COMMIT");
-	sqlite__reader_put(store, c);
+	sqlite__snapshot_end(store, c);
 	return STORE_ERR_IO;
 }
 
@@ -1860,18 +1879,12 @@ static int
 sqlite__queue_stats(struct store *store, unsigned int top, struct store_queue_stats *r,
                     store_queue_domain_cb *cb, void *ctx)
 {
-	struct sqlite__conn *c = sqlite__reader_get(store);
+	struct sqlite__conn *c;
 	sqlite3_stmt *st;
-	int rc, ret = STORE_OK;
+	int rc, ret = sqlite__snapshot_begin(store, &c);
 
-	if (c == NULL)
-		return STORE_ERR_IO;
-	rc = sqlite__exec(c->db, "BEGIN");
-	if (rc != SQLITE_OK) {
-		ret = sqlite__err(c->db, rc);
-		sqlite__reader_put(store, c);
+	if (ret != STORE_OK)
 		return ret;
-	}
 	st = sqlite__stmt(c, ST_QSTATS_COUNT);
 	if (st == NULL)
 		ret = STORE_ERR_IO;
@@ -1918,8 +1931,7 @@ sqlite__queue_stats(struct store *store, unsigned int top, struct store_queue_st
 			ret = sqlite__err(c->db, rc);
 		sqlite__done(st);
 	}
-	(void)sqlite__exec(c->db, "COMMIT");
-	sqlite__reader_put(store, c);
+	sqlite__snapshot_end(store, c);
 	return ret;
 }
 
@@ -2204,19 +2216,12 @@ sqlite__check_query(sqlite3 *db, const char *sql, struct buf *report, int *probl
 static int
 sqlite__check(struct store *store, struct buf *report, store__blob_check_cb *blob_cb)
 {
-	struct sqlite__conn *c = sqlite__reader_get(store);
+	struct sqlite__conn *c;
 	sqlite3_stmt *st;
-	int problems = 0, ret = STORE_OK, rc;
+	int problems = 0, ret = sqlite__snapshot_begin(store, &c), rc;
 
-	if (c == NULL)
-		return STORE_ERR_IO;
-	/* One read transaction: every query sees the same snapshot while the writer goes on. */
-	rc = sqlite__exec(c->db, "BEGIN");
-	if (rc != SQLITE_OK) {
-		ret = sqlite__err(c->db, rc);
-		sqlite__reader_put(store, c);
+	if (ret != STORE_OK)
 		return ret;
-	}
 	for (size_t i = 0; i < N_ELEMENTS(sqlite__checks) && ret == STORE_OK; i++)
 		ret = sqlite__check_query(c->db, sqlite__checks[i], report, &problems);
 	if (ret == STORE_OK) {
@@ -2232,8 +2237,7 @@ sqlite__check(struct store *store, struct buf *report, store__blob_check_cb *blo
 		if (rc != SQLITE_DONE && rc != SQLITE_OK)
 			ret = sqlite__err(c->db, rc);
 	}
-	(void)sqlite__exec(c->db, "COMMIT");
-	sqlite__reader_put(store, c);
+	sqlite__snapshot_end(store, c);
 	return ret == STORE_OK ? problems : ret;
 }
 
