@@ -196,8 +196,24 @@ static const struct cfg_setting settings[] = {
 	    "Wait for a reply to the greeting and each command (RFC 5321 4.5.3.2: 5 minutes)"),
 	ROW("queue", "data_timeout", CFG_DURATION, "10m", 100, HOURS(1), NULL, queue_data_timeout,
 	    "Wait for the reply to the end of the message data (RFC 5321 4.5.3.2.6: 10 minutes)"),
-	ROW("queue", "starttls", CFG_ENUM, "opportunistic", 0, 0, "opportunistic|never",
-	    queue_starttls, "STARTTLS to destinations that offer it (certificates not verified)"),
+	ROW("queue", "starttls", CFG_ENUM, "opportunistic", 0, 0,
+	    "opportunistic|never|required|verify", queue_starttls,
+	    "TLS for destinations without a policy: opportunistic (STARTTLS when offered, "
+	    "certificate not checked), never, required (no delivery without STARTTLS), verify "
+	    "(required, and the certificate must be trusted and name the MX host or domain)"),
+	ROW("queue", "tls_policies", CFG_STRING, "", 0, 0, NULL, queue_tls_policies,
+	    "Per-domain TLS levels: \"bank.example=verify partner.test=required "
+	    ".corp.example=verify legacy.test=never\" (a leading dot covers the subdomains)"),
+	ROW("queue", "tls_ca_file", CFG_STRING, "", 0, 0, NULL, queue_tls_ca_file,
+	    "Trusted CA certificates (PEM) for the verify level; empty: the system's trust store"),
+	ROW("queue", "relay_tls", CFG_ENUM, "opportunistic", 0, 0,
+	    "opportunistic|never|required|verify", queue_relay_tls,
+	    "TLS level for the relay host (with relay_user, TLS is required whatever this says)"),
+	ROW("queue", "relay_name", CFG_STRING, "", 0, 0, NULL, queue_relay_name,
+	    "The relay host's name: sent as TLS SNI and checked in its certificate with "
+	    "relay_tls = verify"),
+	ROW("queue", "chunking", CFG_BOOL, "yes", 0, 1, NULL, queue_chunking,
+	    "Send with BDAT (RFC 3030 CHUNKING) to destinations that offer it: no dot-stuffing"),
 	ROW("queue", "resolvers", CFG_STRING, "", 0, 0, NULL, queue_resolvers,
 	    "DNS servers for MX lookups: numeric \"host:port\" words; empty: /etc/resolv.conf"),
 	ROW("queue", "dns_timeout", CFG_DURATION, "5s", 100, MINUTES(1), NULL, queue_dns_timeout,

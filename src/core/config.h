@@ -112,7 +112,12 @@ struct cfg {
 	uint64_t queue_connect_timeout; /* ms */
 	uint64_t queue_command_timeout; /* ms: greeting, EHLO, MAIL, RCPT, DATA, QUIT replies */
 	uint64_t queue_data_timeout;    /* ms: reply to the end of the data */
-	char *queue_starttls;
+	char *queue_starttls;        /* TLS level of destinations without a policy */
+	char *queue_tls_policies;    /* "domain=level ..." */
+	char *queue_tls_ca_file;
+	char *queue_relay_tls;
+	char *queue_relay_name;
+	uint64_t queue_chunking;     /* bool */
 	char *queue_resolvers;       /* "127.0.0.1:53 ..." or "" */
 	uint64_t queue_dns_timeout;  /* ms */
 	uint64_t queue_mx_port;

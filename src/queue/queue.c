@@ -38,6 +38,12 @@ struct queue_route {
 	int addrlen;
 };
 
+/* A TLS policy for one recipient domain; ".example.org" covers its subdomains. */
+struct queue_tls_policy {
+	char *domain;
+	enum smtp_client_tls level;
+};
+
 struct queue_dest;
 
 struct queue_msg {
@@ -72,6 +78,8 @@ struct queue_dest {
 	size_t next_target; /* the one connections go to; advances when it fails */
 	struct queue_runner *qr;
 	bool relay; /* the relay host: authenticate when configured */
+	enum smtp_client_tls tls_level;
+	char *tls_name; /* routes and relay: the name the certificate must carry */
 	struct queue_msg *head, *tail;
 	size_t npending;
 	unsigned int nconns;
@@ -116,7 +124,10 @@ struct queue_runner {
 	size_t nroutes;
 	bool have_relay;
 	struct queue_route relay;
-	SSL_CTX *tls;
+	struct queue_tls_policy *policies;
+	size_t npolicies;
+	char *relay_name;
+	SSL_CTX *tls, *tls_verify;
 	struct dns_resolver *dns;
 
 	struct event_base *base;
@@ -406,6 +417,7 @@ queue_dest_maybe_free(struct queue_runner *qr, struct queue_dest *dest)
 	(void)hmap_remove(qr->dests, dest->key, strlen(dest->key));
 	free(dest->key);
 	free(dest->domain);
+	free(dest->tls_name);
 	free(dest->targets);
 	free(dest);
 }
@@ -521,10 +533,14 @@ queue_dispatch(struct queue_runner *qr, struct queue_dest *dest)
 	while (dest->npending > dest->nfresh &&
 	       dest->nconns < qr->opts.connections_per_destination) {
 		struct queue_session *s = xcalloc(1, sizeof(*s));
+		const char *names[3] = {NULL, NULL, NULL};
 		struct smtp_client_options o = {
 			.helo = qr->hostname,
 			.peer_name = dest->key,
-			.tls = qr->tls,
+			.tls_level = dest->tls_level,
+			.tls = dest->tls_level == SMTP_TLS_VERIFY ? qr->tls_verify : qr->tls,
+			.verify_names = names,
+			.chunking = qr->opts.chunking,
 			.connect_timeout = qr->opts.connect_timeout,
 			.command_timeout = qr->opts.command_timeout,
 			.data_timeout = qr->opts.data_timeout,
@@ -552,6 +568,13 @@ queue_dispatch(struct queue_runner *qr, struct queue_dest *dest)
 				                sizeof(ip));
 			(void)snprintf(peer, sizeof(peer), "%s[%s]", t->host, ip);
 			o.peer_name = peer;
+			/* The MX host's name (RFC 7672 would want DNSSEC for it; without, the
+			 * domain's own name is accepted too, like Postfix's "secure"). */
+			names[0] = t->host;
+			if (strcasecmp(t->host, dest->domain) != 0)
+				names[1] = dest->domain;
+		} else {
+			names[0] = dest->tls_name;
 		}
 		s->qr = qr;
 		s->dest = dest;
@@ -636,14 +659,47 @@ queue_route_for(const struct queue_runner *qr, const char *domain)
 	return qr->have_relay ? &qr->relay : NULL;
 }
 
-/* The destination of a route, or of a domain's MX hosts (looked up when first dispatched). */
+static const char *const queue_tls_names[] = {"never", "opportunistic", "required", "verify"};
+
+/* The TLS level for mail to domain: its policy, the nearest parent's ".domain" policy, or
+ * the default. */
+static enum smtp_client_tls
+queue_tls_for(const struct queue_runner *qr, const char *domain)
+{
+	const struct queue_tls_policy *best = NULL;
+	size_t dlen = strlen(domain);
+
+	for (size_t i = 0; i < qr->npolicies; i++) {
+		const struct queue_tls_policy *p = &qr->policies[i];
+		size_t plen = strlen(p->domain);
+
+		if (p->domain[0] != '.') {
+			if (strcasecmp(p->domain, domain) == 0)
+				return p->level;
+		} else if (dlen > plen && strcasecmp(domain + dlen - plen, p->domain) == 0 &&
+		           (best == NULL || plen > strlen(best->domain))) {
+			best = p;
+		}
+	}
+	return best != NULL ? best->level : qr->opts.tls;
+}
+
+/* The destination of a route, or of a domain's MX hosts (looked up when first dispatched).
+ * Domains sharing a route share its connections unless their TLS needs differ. */
 static struct queue_dest *
 queue_dest_get(struct queue_runner *qr, const struct queue_route *route, const char *domain)
 {
+	bool relay = route != NULL && route == &qr->relay;
+	enum smtp_client_tls level = relay ? qr->opts.relay_tls : queue_tls_for(qr, domain);
+	const char *tls_name = relay ? qr->relay_name : domain;
 	struct queue_dest *dest;
-	char key[300];
+	char key[600];
 
-	if (route != NULL)
+	if (route != NULL && level == SMTP_TLS_VERIFY)
+		(void)snprintf(key, sizeof(key), "%s#verify:%s", route->name, tls_name);
+	else if (route != NULL && level != qr->opts.tls)
+		(void)snprintf(key, sizeof(key), "%s#%s", route->name, queue_tls_names[level]);
+	else if (route != NULL)
 		(void)snprintf(key, sizeof(key), "%s", route->name);
 	else
 		(void)snprintf(key, sizeof(key), "mx:%s", domain);
@@ -654,6 +710,9 @@ queue_dest_get(struct queue_runner *qr, const struct queue_route *route, const c
 	dest = xcalloc(1, sizeof(*dest));
 	dest->qr = qr;
 	dest->key = xstrdup(key);
+	dest->tls_level = level;
+	if (route != NULL && tls_name[0] != '\0')
+		dest->tls_name = xstrdup(tls_name);
 	if (route != NULL) {
 		dest->targets = xcalloc(1, sizeof(*dest->targets));
 		memcpy(&dest->targets[0].addr, &route->addr, sizeof(route->addr));
@@ -661,7 +720,7 @@ queue_dest_get(struct queue_runner *qr, const struct queue_route *route, const c
 		(void)!str_copy(dest->targets[0].host, sizeof(dest->targets[0].host), route->name);
 		dest->ntargets = 1;
 		dest->state = QUEUE_DEST_READY;
-		dest->relay = route == &qr->relay;
+		dest->relay = relay;
 	} else {
 		dest->domain = xstrdup(domain);
 		str_lower(dest->domain);
@@ -693,17 +752,16 @@ queue_due_cb(const struct store_queue_rcpt *r, void *ctx)
 	struct queue_read *rd = ctx;
 	struct queue_runner *qr = rd->qr;
 	const struct queue_route *route = queue_route_for(qr, r->domain);
-	char key[400];
+	char key[700];
 	struct queue_msg *msg;
 	size_t i;
 
 	rd->found++;
 	(void)hmap_put(qr->inflight, &r->id, sizeof(r->id), (void *)1);
+	struct queue_dest *dest = queue_dest_get(qr, route, r->domain);
+
 	/* Recipients of one message to one destination travel in one transaction. */
-	if (route != NULL)
-		(void)snprintf(key, sizeof(key), "%lld/%s", (long long)r->queue_id, route->name);
-	else
-		(void)snprintf(key, sizeof(key), "%lld/mx:%s", (long long)r->queue_id, r->domain);
+	(void)snprintf(key, sizeof(key), "%lld/%s", (long long)r->queue_id, dest->key);
 	msg = hmap_get(rd->msgs, key, strlen(key));
 	if (msg == NULL) {
 		msg = xcalloc(1, sizeof(*msg));
@@ -715,7 +773,7 @@ queue_due_cb(const struct store_queue_rcpt *r, void *ctx)
 		msg->path = store_blob_path(qr->store, r->blob_id);
 		msg->size = r->size;
 		msg->created = r->created;
-		msg->dest = queue_dest_get(qr, route, r->domain);
+		msg->dest = dest;
 		(void)hmap_put(rd->msgs, key, strlen(key), msg);
 		rd->order = xrealloc(rd->order, (rd->norder + 1) * sizeof(*rd->order));
 		rd->order[rd->norder++] = msg;
@@ -951,9 +1009,64 @@ queue_parse_routes(struct queue_runner *qr, const char *text)
 	return 0;
 }
 
+static int
+queue_parse_tls_level(const char *text, enum smtp_client_tls *level_r)
+{
+	for (size_t i = 0; i < N_ELEMENTS(queue_tls_names); i++) {
+		if (strcasecmp(text, queue_tls_names[i]) == 0) {
+			*level_r = (enum smtp_client_tls)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+enum smtp_client_tls
+queue_tls_level(const char *name)
+{
+	enum smtp_client_tls level = SMTP_TLS_OPPORTUNISTIC;
+
+	(void)queue_parse_tls_level(name, &level);
+	return level;
+}
+
+static int
+queue_parse_policies(struct queue_runner *qr, const char *text)
+{
+	char *copy = xstrdup(text), *save = NULL;
+	int ret = 0;
+
+	for (char *word = strtok_r(copy, " \t,", &save); word != NULL;
+	     word = strtok_r(NULL, " \t,", &save)) {
+		char *eq = strchr(word, '=');
+		struct queue_tls_policy p;
+
+		if (eq == NULL || eq == word) {
+			ret = -1;
+			break;
+		}
+		*eq = '\0';
+		if (queue_parse_tls_level(eq + 1, &p.level) < 0) {
+			ret = -1;
+			break;
+		}
+		p.domain = xstrdup(word);
+		qr->policies = xrealloc(qr->policies, (qr->npolicies + 1) * sizeof(*qr->policies));
+		qr->policies[qr->npolicies++] = p;
+	}
+	free(copy);
+	return ret;
+}
+
 static void
 queue_free_config(struct queue_runner *qr)
 {
+	for (size_t i = 0; i < qr->npolicies; i++)
+		free(qr->policies[i].domain);
+	free(qr->policies);
+	free(qr->relay_name);
+	if (qr->tls_verify != NULL)
+		SSL_CTX_free(qr->tls_verify);
 	for (size_t i = 0; i < qr->nroutes; i++) {
 		free(qr->routes[i].domain);
 		free(qr->routes[i].name);
@@ -1003,13 +1116,26 @@ queue_runner_new(struct store *store, const struct queue_options *opts,
 		}
 		qr->have_relay = true;
 	}
-	if (opts->starttls) {
-		qr->tls = smtp_client_tls_ctx();
-		if (qr->tls == NULL) {
-			*error_r = "cannot create the TLS client context";
-			goto fail;
-		}
+	if (queue_parse_policies(qr, opts->tls_policies != NULL ? opts->tls_policies : "") < 0) {
+		*error_r = "queue.tls_policies: expected \"domain=never|opportunistic|required|"
+		           "verify ...\"";
+		goto fail;
 	}
+	qr->relay_name = xstrdup(opts->relay_name != NULL ? opts->relay_name : "");
+	if (opts->relay_tls == SMTP_TLS_VERIFY && qr->have_relay && qr->relay_name[0] == '\0') {
+		*error_r = "queue.relay_tls = verify needs queue.relay_name (the name in the "
+		           "relay's certificate)";
+		goto fail;
+	}
+	/* Both contexts always: a policy may ask for TLS whatever the default. */
+	qr->tls = smtp_client_tls_ctx();
+	if (qr->tls == NULL) {
+		*error_r = "cannot create the TLS client context";
+		goto fail;
+	}
+	qr->tls_verify = smtp_client_tls_verify_ctx(opts->tls_ca_file, error_r);
+	if (qr->tls_verify == NULL)
+		goto fail;
 	qr->inflight = hmap_new();
 	qr->dests = hmap_new();
 	qr->base = event_base_new();
@@ -1061,6 +1187,7 @@ queue_free_dest(const void *key, size_t keylen, void *value, void *ctx)
 	}
 	free(dest->key);
 	free(dest->domain);
+	free(dest->tls_name);
 	free(dest->targets);
 	free(dest);
 	return true;

@@ -13,13 +13,16 @@
  *
  * Destinations: per-domain routes, then the relay host, then the domain's MX hosts (src/dns,
  * c-ares): tried in order until one answers; a null MX or a domain that does not exist bounces
- * at once, a failed lookup defers.
+ * at once, a failed lookup defers. Each destination has a TLS level (the default, or a policy
+ * for the recipient domain): a destination that cannot meet it is deferred like an unreachable
+ * one.
  *
  * Threads: new/stop/free on the main thread; everything else on the runner thread. */
 #ifndef QUEUE_QUEUE_H
 #define QUEUE_QUEUE_H
 
 #include "core/buf.h"
+#include "smtp/smtp_client.h"
 
 struct store;
 struct queue_runner;
@@ -38,7 +41,12 @@ struct queue_options {
 	uint64_t max_in_flight;     /* recipients */
 	uint64_t connections_per_destination;
 	uint64_t connect_timeout, command_timeout, data_timeout; /* ms */
-	bool starttls;
+	enum smtp_client_tls tls;   /* the TLS level of destinations without a policy */
+	const char *tls_policies;   /* "domain=never|opportunistic|required|verify ..." (copied) */
+	const char *tls_ca_file;    /* trusted CAs for "verify" (PEM), "" = the system's (copied) */
+	enum smtp_client_tls relay_tls; /* the relay host's level */
+	const char *relay_name;     /* the relay host's name, for SNI and "verify" (copied) */
+	bool chunking;              /* BDAT (RFC 3030) when a destination offers CHUNKING */
 	const char *resolvers;      /* "127.0.0.1:53 ..." or "" for the system's (copied) */
 	uint64_t dns_timeout;       /* ms per DNS try */
 	uint64_t mx_port;           /* port of MX hosts: 25 (others for tests) */
@@ -55,6 +63,9 @@ void queue_runner_kick(struct queue_runner *runner);
 void queue_runner_stop(struct queue_runner *runner);
 /* Frees the runner; after store_close (late job results land in the runner). NULL is fine. */
 void queue_runner_free(struct queue_runner **runner);
+
+/* "never", "opportunistic", "required", "verify" (as the configuration checked them). */
+enum smtp_client_tls queue_tls_level(const char *name);
 
 /* ---- Parsing, exposed for tests ---------------------------------------------------------- */
 

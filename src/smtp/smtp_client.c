@@ -17,11 +17,14 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Output queued while streaming a message before reading more of its file, bytes. */
@@ -117,7 +120,11 @@ struct smtp_client {
 	void *ctx;
 	enum sc_state state;
 	bool esmtp, ext_size, ext_8bitmime, ext_smtputf8, ext_dsn, ext_starttls, ext_auth_plain;
-	bool ext_pipelining;
+	bool ext_pipelining, ext_chunking;
+	bool bdat;           /* this transaction sends BDAT (RFC 3030) instead of DATA */
+	uint64_t body_left;  /* BDAT: bytes of the chunk still to send from the file */
+	bool body_add_crlf;  /* the file does not end with CRLF: one is sent after it */
+	char **names;        /* copy of opts.verify_names */
 	bool pipelined;      /* this transaction's MAIL, RCPTs and DATA went out together */
 	size_t skip;         /* SC_SKIP: replies still to discard, count */
 	bool tls_active;
@@ -129,7 +136,6 @@ struct smtp_client {
 	size_t naccepted;    /* count */
 	int fd;              /* the blob being sent, or -1 */
 	bool at_line_start;  /* dot-stuffing state across reads */
-	bool first_chunk;
 	bool last_was_lf;
 	char reason[256];    /* why the connection failed */
 	char peer[300];      /* copy of opts.peer_name */
@@ -182,6 +188,9 @@ sc_free_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->accepted);
+	for (size_t i = 0; c->names != NULL && c->names[i] != NULL; i++)
+		free(c->names[i]);
+	free(c->names);
 	free(c);
 }
 
@@ -299,6 +308,12 @@ sc_send_pipelined(struct smtp_client *c, const char *mail)
 		                                                          "RCPT TO:<>");
 		buf_deinit(&cmd);
 	}
+	if (c->bdat) {
+		/* BDAT goes out after the RCPT replies: its data cannot be taken back. */
+		c->state = SC_MAIL;
+		sc_timeouts(c, c->opts.command_timeout);
+		return;
+	}
 	sc_send(c, SC_MAIL, "DATA");
 }
 
@@ -340,6 +355,7 @@ sc_next(struct smtp_client *c)
 		return;
 	}
 	c->pipelined = false;
+	c->bdat = c->opts.chunking && c->ext_chunking;
 	if (c->ext_pipelining)
 		sc_send_pipelined(c, buf_cstr(&cmd));
 	else
@@ -347,9 +363,68 @@ sc_next(struct smtp_client *c)
 	buf_deinit(&cmd);
 }
 
-/* Sends the message file: dot-stuffed (RFC 5321 4.5.2), the leading Return-Path field left
- * out (the receiving MTA adds its own at final delivery, RFC 5321 4.4), until the output
- * holds SMTP_CLIENT_OUT_HIGH bytes; the write callback calls again. */
+/* Opens the message file for sending, positioned after the leading Return-Path field (added
+ * at acceptance; the receiving MTA adds its own at final delivery, RFC 5321 4.4) and its
+ * continuation lines (RFC 5322 2.2.3). Sets body_left to the bytes that follow and whether a
+ * CRLF must be added at the end. -1 with errno on failure. */
+static int
+sc_open_body(struct smtp_client *c)
+{
+	uint8_t head[8192], tail[2];
+	struct stat st;
+	ssize_t n;
+	size_t skip = 0;
+
+	c->fd = open(c->msg->path, O_RDONLY | O_CLOEXEC);
+	if (c->fd < 0 || fstat(c->fd, &st) < 0)
+		return -1;
+	do
+		n = pread(c->fd, head, sizeof(head), 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	if (n >= 12 && strncasecmp((const char *)head, "Return-Path:", 12) == 0) {
+		const uint8_t *q = head, *end = head + n;
+
+		for (;;) {
+			const uint8_t *nl = memchr(q, '\n', (size_t)(end - q));
+
+			if (nl == NULL) {
+				q = end;
+				break;
+			}
+			q = nl + 1;
+			if (q >= end || (*q != ' ' && *q != '\t'))
+				break;
+		}
+		skip = (size_t)(q - head);
+	}
+	if (lseek(c->fd, (off_t)skip, SEEK_SET) < 0)
+		return -1;
+	c->body_left = (uint64_t)st.st_size - skip;
+	c->body_add_crlf = c->body_left > 0;
+	if (c->body_left >= 2) {
+		do
+			n = pread(c->fd, tail, 2, st.st_size - 2);
+		while (n < 0 && errno == EINTR);
+		c->body_add_crlf = !(n == 2 && tail[0] == '\r' && tail[1] == '\n');
+	}
+	return 0;
+}
+
+/* The end of the body is out: wait for the final reply. */
+static void
+sc_body_end(struct smtp_client *c)
+{
+	close(c->fd);
+	c->fd = -1;
+	c->state = SC_DOT;
+	sc_timeouts(c, c->opts.data_timeout);
+}
+
+/* Sends the message file until the output holds SMTP_CLIENT_OUT_HIGH bytes; the write
+ * callback calls again. DATA: dot-stuffed (RFC 5321 4.5.2), ended by CRLF.CRLF. BDAT: one
+ * chunk of exactly the announced size, as it is (RFC 3030). */
 static void
 sc_body_pump(struct smtp_client *c)
 {
@@ -366,37 +441,31 @@ sc_body_pump(struct smtp_client *c)
 			sc_close(c, "cannot read the message file");
 			return;
 		}
+		if (c->bdat) {
+			if ((uint64_t)n > c->body_left || (n == 0 && c->body_left > 0)) {
+				/* The chunk's size is announced: a file that changed cannot be
+				 * sent. */
+				sc_close(c, "the message file changed while it was sent");
+				return;
+			}
+			if (n == 0) {
+				if (c->body_add_crlf)
+					(void)evbuffer_add(out, "\r\n", 2);
+				sc_body_end(c);
+				return;
+			}
+			(void)evbuffer_add(out, chunk, (size_t)n);
+			c->body_left -= (uint64_t)n;
+			continue;
+		}
 		if (n == 0) {
 			if (!c->last_was_lf)
 				(void)evbuffer_add(out, "\r\n", 2);
 			(void)evbuffer_add(out, ".\r\n", 3);
-			close(c->fd);
-			c->fd = -1;
-			c->state = SC_DOT;
-			sc_timeouts(c, c->opts.data_timeout);
+			sc_body_end(c);
 			return;
 		}
 		end = chunk + n;
-		if (c->first_chunk) {
-			c->first_chunk = false;
-			if (n >= 12 && strncasecmp((const char *)chunk, "Return-Path:", 12) == 0) {
-				/* The field and its continuation lines (RFC 5322 2.2.3). */
-				const uint8_t *q = chunk;
-
-				for (;;) {
-					const uint8_t *nl = memchr(q, '\n', (size_t)(end - q));
-
-					if (nl == NULL) {
-						q = end;
-						break;
-					}
-					q = nl + 1;
-					if (q >= end || (*q != ' ' && *q != '\t'))
-						break;
-				}
-				p = q;
-			}
-		}
 		while (p < end) {
 			const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
 			const uint8_t *stop = nl != NULL ? nl + 1 : end;
@@ -409,6 +478,29 @@ sc_body_pump(struct smtp_client *c)
 		}
 		c->last_was_lf = end[-1] == '\n';
 	}
+}
+
+/* DATA was answered 354, or BDAT is next: stream the message. */
+static void
+sc_start_body(struct smtp_client *c)
+{
+	if (sc_open_body(c) < 0) {
+		char why[300];
+
+		(void)snprintf(why, sizeof(why), "cannot open the message file: %s",
+		               strerror(errno));
+		sc_close(c, why);
+		return;
+	}
+	if (c->bdat)
+		(void)evbuffer_add_printf(bufferevent_get_output(c->bev), "BDAT %llu LAST\r\n",
+		                          (unsigned long long)(c->body_left +
+		                                               (c->body_add_crlf ? 2 : 0)));
+	c->state = SC_BODY;
+	c->at_line_start = true;
+	c->last_was_lf = true;
+	sc_timeouts(c, 0);
+	sc_body_pump(c);
 }
 
 /* True when the EHLO line "AUTH LOGIN PLAIN" lists word (case-insensitively). */
@@ -437,6 +529,11 @@ sc_after_ehlo(struct smtp_client *c)
 {
 	struct buf plain, cmd;
 
+	if (!c->tls_active && c->opts.tls_level >= SMTP_TLS_REQUIRED) {
+		/* The mail waits for the destination to offer TLS again (RFC 3207 4.1). */
+		sc_close(c, "TLS is required for this destination, which does not offer STARTTLS");
+		return;
+	}
 	if (c->opts.auth_user == NULL) {
 		sc_next(c);
 		return;
@@ -472,7 +569,7 @@ sc_ehlo_keywords(struct smtp_client *c, const struct smtp_reply *r)
 {
 	c->ext_size = c->ext_8bitmime = c->ext_smtputf8 = c->ext_dsn = c->ext_starttls = false;
 	c->ext_auth_plain = false;
-	c->ext_pipelining = false;
+	c->ext_pipelining = c->ext_chunking = false;
 	for (unsigned int i = 1; i < r->nlines; i++) {
 		struct span w = r->lines[i];
 
@@ -494,6 +591,8 @@ sc_ehlo_keywords(struct smtp_client *c, const struct smtp_reply *r)
 			c->ext_starttls = true;
 		else if (span_eq_ci(w, "PIPELINING"))
 			c->ext_pipelining = true;
+		else if (span_eq_ci(w, "CHUNKING"))
+			c->ext_chunking = true;
 		else if (span_eq_ci(w, "AUTH"))
 			c->ext_auth_plain = sc_has_word(r->lines[i], "PLAIN");
 	}
@@ -508,6 +607,21 @@ sc_start_tls(struct smtp_client *c)
 	if (ssl == NULL) {
 		sc_close(c, "cannot create a TLS session");
 		return;
+	}
+	if (c->names != NULL && c->names[0] != NULL)
+		(void)SSL_set_tlsext_host_name(ssl, c->names[0]);
+	if (c->opts.tls_level == SMTP_TLS_VERIFY) {
+		/* The handshake fails unless the chain is trusted and a name matches. */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		for (size_t i = 0; c->names != NULL && c->names[i] != NULL; i++) {
+			if ((i == 0 ? SSL_set1_host(ssl, c->names[i]) :
+			              SSL_add1_host(ssl, c->names[i])) != 1) {
+				SSL_free(ssl);
+				sc_close(c, "cannot set the name to verify");
+				return;
+			}
+		}
+		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 	}
 	/* Nothing the peer sent before the handshake may be taken as a reply after it. */
 	(void)evbuffer_drain(bufferevent_get_input(c->bev),
@@ -550,7 +664,8 @@ sc_reply(struct smtp_client *c, const struct smtp_reply *r)
 		}
 		c->esmtp = true;
 		sc_ehlo_keywords(c, r);
-		if (c->ext_starttls && !c->tls_active && c->opts.tls != NULL) {
+		if (c->ext_starttls && !c->tls_active && c->opts.tls_level != SMTP_TLS_NEVER &&
+		    c->opts.tls != NULL) {
 			sc_send(c, SC_STARTTLS, "STARTTLS");
 			return;
 		}
@@ -565,6 +680,15 @@ sc_reply(struct smtp_client *c, const struct smtp_reply *r)
 		return;
 	case SC_STARTTLS:
 		if (r->code != 220) {
+			if (c->opts.tls_level >= SMTP_TLS_REQUIRED) {
+				char why[320];
+
+				(void)snprintf(why, sizeof(why),
+				               "TLS is required for this destination: "
+				               "STARTTLS refused: %s", text);
+				sc_close(c, why);
+				return;
+			}
 			/* Opportunistic: go on in plain text. */
 			sc_after_ehlo(c);
 			return;
@@ -588,9 +712,9 @@ sc_reply(struct smtp_client *c, const struct smtp_reply *r)
 
 			c->rcpt_i = 0;
 			sc_msg_finish(c, r->code, text);
-			if (c->pipelined) {
+			if (c->pipelined && nrcpts + !c->bdat > 0) {
 				/* The RCPT and DATA replies still to come. */
-				c->skip = nrcpts + 1;
+				c->skip = nrcpts + !c->bdat;
 				c->state = SC_SKIP;
 				return;
 			}
@@ -617,15 +741,18 @@ sc_reply(struct smtp_client *c, const struct smtp_reply *r)
 			(void)snprintf(rc->reply, sizeof(rc->reply), "%s", text);
 		}
 		c->rcpt_i++;
-		if (c->pipelined) {
+		if (c->pipelined && !c->bdat) {
 			/* DATA is on its way already: its reply is next after the last RCPT's. */
 			if (c->rcpt_i == c->msg->nrcpts)
 				c->state = SC_DATA;
 		} else if (c->rcpt_i < c->msg->nrcpts) {
-			sc_send_rcpt(c);
+			if (!c->pipelined)
+				sc_send_rcpt(c);
 		} else if (c->naccepted == 0) {
 			sc_msg_finish(c, 0, "no recipient accepted");
 			sc_send(c, SC_RSET, "RSET");
+		} else if (c->bdat) {
+			sc_start_body(c);
 		} else {
 			sc_send(c, SC_DATA, "DATA");
 		}
@@ -650,21 +777,7 @@ sc_reply(struct smtp_client *c, const struct smtp_reply *r)
 			sc_send(c, SC_RSET, "RSET");
 			return;
 		}
-		c->fd = open(c->msg->path, O_RDONLY | O_CLOEXEC);
-		if (c->fd < 0) {
-			char why[300];
-
-			(void)snprintf(why, sizeof(why), "cannot open the message file: %s",
-			               strerror(errno));
-			sc_close(c, why);
-			return;
-		}
-		c->state = SC_BODY;
-		c->at_line_start = true;
-		c->first_chunk = true;
-		c->last_was_lf = true;
-		sc_timeouts(c, 0);
-		sc_body_pump(c);
+		sc_start_body(c);
 		return;
 	case SC_DOT:
 		/* RFC 5321 4.1.1.4: the reply to the end of data holds for every accepted
@@ -672,6 +785,11 @@ sc_reply(struct smtp_client *c, const struct smtp_reply *r)
 		if (ok)
 			c->delivered_any = true;
 		sc_msg_finish(c, r->code, text);
+		if (!ok && c->bdat) {
+			/* RFC 3030 2: a failed BDAT leaves the transaction to be reset. */
+			sc_send(c, SC_RSET, "RSET");
+			return;
+		}
 		sc_next(c);
 		return;
 	case SC_RSET:
@@ -747,8 +865,12 @@ sc_event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
 		if (c->state == SC_HANDSHAKE) {
+			SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
 			c->tls_active = true;
-			log_info("event=smtp_client_tls peer=%s", c->opts.peer_name);
+			log_info("event=smtp_client_tls peer=%s version=%s cipher=%s verified=%s",
+			         c->opts.peer_name, SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+			         c->opts.tls_level == SMTP_TLS_VERIFY ? "yes" : "no");
 			sc_send(c, SC_EHLO, "EHLO %s", c->opts.helo);
 		} else {
 			c->state = SC_GREETING;
@@ -766,6 +888,20 @@ sc_event_cb(struct bufferevent *bev, short what, void *arg)
 			return;
 		}
 		(void)snprintf(why, sizeof(why), "connection closed by the peer");
+	} else if (c->state == SC_HANDSHAKE) {
+		SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+		long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+		unsigned long e = bufferevent_get_openssl_error(c->bev);
+		char detail[160] = "";
+
+		if (c->opts.tls_level == SMTP_TLS_VERIFY && vr != X509_V_OK)
+			(void)snprintf(detail, sizeof(detail), "certificate not accepted: %s",
+			               X509_verify_cert_error_string(vr));
+		else if (e != 0)
+			ERR_error_string_n(e, detail, sizeof(detail));
+		else
+			(void)snprintf(detail, sizeof(detail), "connection closed");
+		(void)snprintf(why, sizeof(why), "TLS handshake failed: %s", detail);
 	} else {
 		int err = EVUTIL_SOCKET_ERROR();
 
@@ -792,11 +928,21 @@ smtp_client_start(struct event_base *base, const struct sockaddr *addr, socklen_
 	c->opts.peer_name = c->peer;
 	c->cb = *cb;
 	c->ctx = ctx;
+	if (opts->verify_names != NULL) {
+		size_t n = 0;
+
+		while (opts->verify_names[n] != NULL)
+			n++;
+		c->names = xcalloc(n + 1, sizeof(*c->names));
+		for (size_t i = 0; i < n; i++)
+			c->names[i] = xstrdup(opts->verify_names[i]);
+	}
+	c->opts.verify_names = NULL; /* c->names holds the copy */
 	c->fd = -1;
 	c->state = SC_CONNECT;
 	c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (c->bev == NULL) {
-		free(c);
+		sc_free_cb(-1, 0, c);
 		return -1;
 	}
 	bufferevent_setcb(c->bev, sc_read_cb, sc_write_cb, sc_event_cb, c);
@@ -804,8 +950,7 @@ smtp_client_start(struct event_base *base, const struct sockaddr *addr, socklen_
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(c->bev, addr, (int)addrlen) < 0) {
-		bufferevent_free(c->bev);
-		free(c);
+		sc_free_cb(-1, 0, c);
 		return -1;
 	}
 	*client_r = c;
@@ -829,5 +974,28 @@ smtp_client_tls_ctx(void)
 	/* Opportunistic TLS (RFC 7435): encrypt when possible, do not authenticate. */
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	return ctx;
+}
+
+SSL_CTX *
+smtp_client_tls_verify_ctx(const char *ca_file, const char **error_r)
+{
+	SSL_CTX *ctx = smtp_client_tls_ctx();
+	int ok;
+
+	if (ctx == NULL) {
+		*error_r = "cannot create a TLS context";
+		return NULL;
+	}
+	if (ca_file != NULL && ca_file[0] != '\0')
+		ok = SSL_CTX_load_verify_locations(ctx, ca_file, NULL);
+	else
+		ok = SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		SSL_CTX_free(ctx);
+		*error_r = "cannot load the trusted certificates (queue.tls_ca_file)";
+		return NULL;
+	}
+	/* Verification itself is asked per connection (SSL_set_verify), with the names. */
 	return ctx;
 }

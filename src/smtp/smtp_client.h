@@ -2,11 +2,14 @@
  *
  * A client is one connection to one destination. It runs on the event base it is given (the
  * queue runner's thread) and never blocks: connect, greeting, EHLO (HELO when EHLO is refused),
- * STARTTLS when offered and allowed (opportunistic: the certificate is not verified), then one
- * transaction per message it pulls with next_msg(): MAIL FROM with SIZE, BODY=8BITMIME,
- * SMTPUTF8 and the DSN parameters when the peer offers them, RCPT per recipient, DATA with the
- * blob streamed from its file, dot-stuffed, without the Return-Path field the server added at
- * acceptance. When next_msg() has nothing left it sends QUIT and closes.
+ * STARTTLS as the destination's TLS level says (opportunistic: when offered, certificate not
+ * checked; required: the connection fails without it; verify: the certificate must be trusted
+ * and carry one of the given names), then one transaction per message it pulls with
+ * next_msg(): MAIL FROM with SIZE, BODY=8BITMIME, SMTPUTF8 and the DSN parameters when the peer
+ * offers them, RCPT per recipient, then the blob streamed from its file without the
+ * Return-Path field the server added at acceptance: as one BDAT chunk when the peer offers
+ * CHUNKING, else DATA, dot-stuffed. When next_msg() has nothing left it sends QUIT and
+ * closes.
  *
  * Threads: every function and callback runs on the client's event base thread. */
 #ifndef SMTP_SMTP_CLIENT_H
@@ -61,10 +64,26 @@ struct smtp_client_msg {
 	void *ctx;             /* the caller's */
 };
 
+/* How much TLS a destination needs (RFC 3207, RFC 7435). */
+enum smtp_client_tls {
+	SMTP_TLS_NEVER,         /* no STARTTLS even when offered */
+	SMTP_TLS_OPPORTUNISTIC, /* STARTTLS when offered, certificate not checked */
+	SMTP_TLS_REQUIRED,      /* STARTTLS must succeed, certificate not checked */
+	SMTP_TLS_VERIFY,        /* STARTTLS with a certificate valid for one of verify_names */
+};
+
 struct smtp_client_options {
 	const char *helo;          /* our hostname (borrowed, must outlive the client) */
 	const char *peer_name;     /* for logs, e.g. "127.0.0.1:2525" (copied) */
-	SSL_CTX *tls;              /* NULL: no STARTTLS */
+	enum smtp_client_tls tls_level;
+	/* The context for STARTTLS: smtp_client_tls_ctx(); for SMTP_TLS_VERIFY one made by
+	 * smtp_client_tls_verify_ctx(). NULL only with SMTP_TLS_NEVER. */
+	SSL_CTX *tls;
+	/* SMTP_TLS_VERIFY: the names the certificate may carry (RFC 6125 DNS-ID, wildcards in
+	 * the leftmost label), NULL-terminated, copied. Also sent as SNI (the first one). */
+	const char *const *verify_names;
+	/* CHUNKING (RFC 3030) when the peer offers it: BDAT instead of DATA. */
+	bool chunking;
 	/* AUTH PLAIN (RFC 4954) after STARTTLS, for a relay host; NULL: none. Credentials are
 	 * never sent without TLS: the connection fails (temporarily) instead. Borrowed. */
 	const char *auth_user;
@@ -97,5 +116,8 @@ void smtp_client_abort(struct smtp_client *client, const char *reason);
 /* A client SSL_CTX for opportunistic STARTTLS: TLS 1.2 minimum, no certificate verification
  * (RFC 7435). Caller frees with SSL_CTX_free. NULL on error. */
 SSL_CTX *smtp_client_tls_ctx(void);
+/* A client SSL_CTX that verifies the peer's chain against ca_file (PEM), or the system's
+ * trust store when ca_file is NULL or "". NULL with *error_r on error. */
+SSL_CTX *smtp_client_tls_verify_ctx(const char *ca_file, const char **error_r);
 
 #endif
