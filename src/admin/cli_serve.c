@@ -358,6 +358,7 @@ cli_serve(struct cli *cli, int argc, char **argv)
 			.batch = sv.cfg->queue_batch,
 			.max_in_flight = sv.cfg->queue_max_in_flight,
 			.connections_per_destination = sv.cfg->queue_connections_per_destination,
+			.destination_rate = sv.cfg->queue_destination_rate,
 			.connect_timeout = sv.cfg->queue_connect_timeout,
 			.command_timeout = sv.cfg->queue_command_timeout,
 			.data_timeout = sv.cfg->queue_data_timeout,

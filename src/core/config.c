@@ -188,7 +188,12 @@ static const struct cfg_setting settings[] = {
 	ROW("queue", "max_in_flight", CFG_UINT, "10000", 1, 1000000, NULL, queue_max_in_flight,
 	    "Recipients in delivery at once; no more are read while this many are"),
 	ROW("queue", "connections_per_destination", CFG_UINT, "4", 1, 1000, NULL,
-	    queue_connections_per_destination, "Concurrent SMTP connections to one destination"),
+	    queue_connections_per_destination,
+	    "Most concurrent SMTP connections to one destination; after a 421, a timeout or a "
+	    "refused connection it gets half as many, then one more per round of deliveries"),
+	ROW("queue", "destination_rate", CFG_UINT, "0", 0, 100000, NULL, queue_destination_rate,
+	    "Most messages per second started to one destination (a connection that would go "
+	    "faster ends, the next opens when allowed); 0 = no limit"),
 	ROW("queue", "connect_timeout", CFG_DURATION, "30s", 100, MINUTES(10), NULL,
 	    queue_connect_timeout, "Time to establish a TCP connection to a destination"),
 	ROW("queue", "command_timeout", CFG_DURATION, "5m", 100, HOURS(1), NULL,

@@ -109,6 +109,7 @@ struct cfg {
 	uint64_t queue_batch;          /* recipients read per look */
 	uint64_t queue_max_in_flight;  /* recipients in delivery at once */
 	uint64_t queue_connections_per_destination;
+	uint64_t queue_destination_rate; /* messages per second; 0 = no limit */
 	uint64_t queue_connect_timeout; /* ms */
 	uint64_t queue_command_timeout; /* ms: greeting, EHLO, MAIL, RCPT, DATA, QUIT replies */
 	uint64_t queue_data_timeout;    /* ms: reply to the end of the data */

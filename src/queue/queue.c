@@ -30,6 +30,16 @@
 
 /* Header bytes of the original message quoted in a bounce. */
 #define QUEUE_DSN_MAX_HEADERS (64 * 1024)
+/* Fair share: a destination has at most this many messages waiting in memory per connection
+ * it may open; a read passes the rest over and goes on to other destinations' mail. */
+#define QUEUE_DEST_BACKLOG_PER_CONN 64
+/* Rows one read may look at, per recipient it may take; a read that found only mail over its
+ * share looks at twice as many next time, up to QUEUE_EXAMINE_MAX. */
+#define QUEUE_EXAMINE_FACTOR 8
+#define QUEUE_EXAMINE_MAX 65536
+/* The main read starts over this often, to find what became due behind its position (mail
+ * released by an operator, outcomes that could not be recorded). */
+#define QUEUE_LAP_MS 5000
 
 struct queue_route {
 	char *domain;
@@ -80,6 +90,16 @@ struct queue_dest {
 	bool relay; /* the relay host: authenticate when configured */
 	enum smtp_client_tls tls_level;
 	char *tls_name; /* routes and relay: the name the certificate must carry */
+	/* Connections allowed now, 1..connections_per_destination: halved when a connection
+	 * fails (421, timeout, refused), back up by 1/window per delivered message (AIMD). */
+	double window;
+	size_t nread;         /* messages the read in progress added */
+	bool passed;          /* a read passed its mail over: it had its share */
+	int64_t dead_until;   /* seconds: every host failed; its mail is deferred until then */
+	char dead_reason[256];
+	double tokens;        /* queue.destination_rate: messages that may start now */
+	uint64_t refilled;    /* ms, monotonic */
+	struct event *rate_ev;
 	struct queue_msg *head, *tail;
 	size_t npending;
 	unsigned int nconns;
@@ -112,6 +132,13 @@ struct queue_outcome {
 	struct queue_item *items;
 	char *bounce_to; /* non-NULL: the job's blob is a bounce for this sender */
 	char bounce_blob[33];
+	char *sender;    /* whose share the recipients leave */
+};
+
+/* A sending account's recipients in memory, for its fair share. */
+struct queue_sender {
+	size_t n;
+	bool passed; /* a read passed its mail over */
 };
 
 struct queue_runner {
@@ -137,6 +164,15 @@ struct queue_runner {
 
 	struct hmap *inflight; /* rcpt id (8 bytes) -> (void *)1 */
 	struct hmap *dests;    /* key -> struct queue_dest */
+	struct hmap *senders;  /* sender -> struct queue_sender */
+	/* Reads: the main read goes through the due mail in delivery order from where it
+	 * stopped; a front read starts from the beginning, for mail passed over earlier. */
+	struct store_queue_cursor cursor;
+	uint64_t lap_started;  /* ms, monotonic: the main read's last start over */
+	unsigned int examine;  /* rows the next main read may look at */
+	bool front_wanted;
+	bool starved;          /* the last read stopped at max_in_flight */
+	size_t sender_share;   /* recipients of one sender in memory at most */
 	struct queue_session *sessions;
 
 	pthread_mutex_t lock;
@@ -152,6 +188,43 @@ queue_now(void)
 	return (int64_t)time(NULL);
 }
 
+static uint64_t
+queue_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Messages of one destination waiting in memory at most (its fair share). */
+static size_t
+queue_dest_share(const struct queue_runner *qr)
+{
+	size_t share = (size_t)qr->opts.connections_per_destination * QUEUE_DEST_BACKLOG_PER_CONN;
+
+	return MIN(share, MAX((size_t)qr->opts.max_in_flight / 4, 1));
+}
+
+/* Mail was passed over for having had its share, and that share has room again: the next
+ * read is a front read (from the start of each class, where that mail is; the main read's
+ * position is kept). */
+static void
+queue_restart_lap(struct queue_runner *qr)
+{
+	qr->front_wanted = true;
+	event_active(qr->tick, EV_TIMEOUT, 0);
+}
+
+static void
+queue_dest_drained(struct queue_runner *qr, struct queue_dest *dest)
+{
+	if (dest->passed && dest->npending < queue_dest_share(qr) / 2) {
+		dest->passed = false;
+		queue_restart_lap(qr);
+	}
+}
+
 /* ---- Outcomes --------------------------------------------------------------------------- */
 
 static void
@@ -159,6 +232,7 @@ queue_outcome_free(struct queue_outcome *o)
 {
 	free(o->items);
 	free(o->bounce_to);
+	free(o->sender);
 	free(o);
 }
 
@@ -283,6 +357,7 @@ queue_record(struct queue_runner *qr, struct queue_msg *msg)
 
 	o->qr = qr;
 	o->n = msg->nrcpts;
+	o->sender = xstrdup(msg->sender);
 	o->items = xcalloc(msg->nrcpts, sizeof(*o->items));
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		struct smtp_client_rcpt *rc = &msg->crcpts[i];
@@ -410,16 +485,143 @@ queue_fail_msg(struct queue_runner *qr, struct queue_msg *msg, unsigned int code
 /* ---- Destinations and sessions ---------------------------------------------------------- */
 
 static void
-queue_dest_maybe_free(struct queue_runner *qr, struct queue_dest *dest)
+queue_dest_free(struct queue_dest *dest)
 {
-	if (dest->nconns > 0 || dest->head != NULL || dest->state == QUEUE_DEST_RESOLVING)
-		return;
-	(void)hmap_remove(qr->dests, dest->key, strlen(dest->key));
+	if (dest->rate_ev != NULL)
+		event_free(dest->rate_ev);
 	free(dest->key);
 	free(dest->domain);
 	free(dest->tls_name);
 	free(dest->targets);
 	free(dest);
+}
+
+/* An idle destination is forgotten (a new one starts with every connection allowed), unless
+ * it is known dead: its mail is deferred without a try until then; the tick's sweep forgets
+ * it later. */
+static bool
+queue_dest_idle(const struct queue_runner *qr, const struct queue_dest *dest)
+{
+	(void)qr;
+	return dest->nconns == 0 && dest->head == NULL && dest->state != QUEUE_DEST_RESOLVING &&
+	       dest->dead_until <= queue_now() &&
+	       (dest->rate_ev == NULL || !evtimer_pending(dest->rate_ev, NULL));
+}
+
+static void
+queue_dest_maybe_free(struct queue_runner *qr, struct queue_dest *dest)
+{
+	if (!queue_dest_idle(qr, dest))
+		return;
+	if (dest->passed)
+		queue_restart_lap(qr);
+	(void)hmap_remove(qr->dests, dest->key, strlen(dest->key));
+	queue_dest_free(dest);
+}
+
+/* Every message waiting for dest gets the same result: code 0 (temporary) or a 5xx. */
+static void
+queue_dest_fail_pending(struct queue_runner *qr, struct queue_dest *dest, unsigned int code,
+                        const char *reason)
+{
+	while (dest->head != NULL) {
+		struct queue_msg *msg = dest->head;
+
+		dest->head = msg->next;
+		dest->npending--;
+		queue_fail_msg(qr, msg, code, reason);
+	}
+	dest->tail = NULL;
+	queue_dest_drained(qr, dest);
+}
+
+/* Every host of dest failed: its mail is deferred, and so is mail for it read until the first
+ * retry delay has passed, without a try (a dead destination costs no connection timeouts). */
+static void
+queue_dest_dead(struct queue_runner *qr, struct queue_dest *dest, const char *reason)
+{
+	int64_t secs = (int64_t)(qr->schedule[0] / 1000);
+	char safe[LOG_SANITIZE_SIZE];
+
+	secs = secs < 1 ? 1 : secs > 300 ? 300 : secs;
+	dest->dead_until = queue_now() + secs;
+	(void)snprintf(dest->dead_reason, sizeof(dest->dead_reason), "%s", reason);
+	log_info("event=destination_dead dest=%s for_s=%lld reason=\"%s\"", dest->key,
+	         (long long)secs, log_sanitize_str(safe, reason));
+	queue_dest_fail_pending(qr, dest, 0, reason);
+}
+
+/* dest is dead: mail never tried yet is deferred without a try. Mail tried before is due by
+ * its schedule or because an operator asked for a retry: that goes on, and a delivery brings
+ * the destination back to life. */
+static void
+queue_dest_defer_new(struct queue_runner *qr, struct queue_dest *dest)
+{
+	struct queue_msg **pp = &dest->head, *keep_tail = NULL;
+	char why[320];
+
+	(void)snprintf(why, sizeof(why), "%s (at the last try)", dest->dead_reason);
+	while (*pp != NULL) {
+		struct queue_msg *msg = *pp;
+		bool tried = false;
+
+		for (size_t i = 0; i < msg->nrcpts; i++)
+			tried = tried || msg->attempts[i] > 0;
+		if (tried) {
+			keep_tail = msg;
+			pp = &msg->next;
+			continue;
+		}
+		*pp = msg->next;
+		dest->npending--;
+		queue_fail_msg(qr, msg, 0, why);
+	}
+	dest->tail = keep_tail;
+	queue_dest_drained(qr, dest);
+}
+
+/* queue.destination_rate: refills the bucket; true when a message may start now. */
+static bool
+queue_dest_has_token(struct queue_runner *qr, struct queue_dest *dest)
+{
+	double rate = (double)qr->opts.destination_rate;
+	uint64_t now = queue_mono_ms();
+
+	if (qr->opts.destination_rate == 0)
+		return true;
+	dest->tokens += (double)(now - dest->refilled) * rate / 1000.0;
+	dest->refilled = now;
+	if (dest->tokens > (rate > 1 ? rate : 1))
+		dest->tokens = rate > 1 ? rate : 1;
+	return dest->tokens >= 1;
+}
+
+static void
+queue_rate_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue_dest *dest = arg;
+
+	(void)fd;
+	(void)what;
+	queue_dispatch(dest->qr, dest);
+	queue_dest_maybe_free(dest->qr, dest);
+}
+
+/* Dispatches dest again when its next token is there. */
+static void
+queue_dest_wait_token(struct queue_runner *qr, struct queue_dest *dest)
+{
+	double wait = (1.0 - dest->tokens) * 1000.0 / (double)qr->opts.destination_rate;
+	struct timeval tv;
+
+	if (dest->rate_ev == NULL)
+		dest->rate_ev = evtimer_new(qr->base, queue_rate_cb, dest);
+	if (dest->rate_ev == NULL || evtimer_pending(dest->rate_ev, NULL))
+		return;
+	wait = wait < 1 ? 1 : wait;
+	tv.tv_sec = (time_t)(wait / 1000);
+	tv.tv_usec = (suseconds_t)((uint64_t)wait % 1000) * 1000;
+	(void)evtimer_add(dest->rate_ev, &tv);
 }
 
 static struct smtp_client_msg *
@@ -440,11 +642,19 @@ queue_session_next(void *ctx)
 	msg = dest->head;
 	if (msg == NULL || stopping)
 		return NULL;
+	if (!queue_dest_has_token(s->qr, dest)) {
+		/* Over the rate: this connection ends, the timer opens the next one. */
+		queue_dest_wait_token(s->qr, dest);
+		return NULL;
+	}
+	if (s->qr->opts.destination_rate != 0)
+		dest->tokens -= 1;
 	dest->head = msg->next;
 	if (dest->head == NULL)
 		dest->tail = NULL;
 	dest->npending--;
 	msg->next = NULL;
+	queue_dest_drained(s->qr, dest);
 	return &msg->cmsg;
 }
 
@@ -459,8 +669,22 @@ queue_session_msg_done(struct smtp_client_msg *cmsg, void *ctx)
 	stopping = s->qr->stopping;
 	pthread_mutex_unlock(&s->qr->lock);
 	/* At shutdown nothing is recorded: the recipients stay due in the store. */
-	if (!stopping)
+	if (!stopping) {
+		struct queue_dest *dest = s->dest;
+
+		for (size_t i = 0; i < msg->nrcpts; i++) {
+			if (msg->crcpts[i].code >= 200 && msg->crcpts[i].code < 300) {
+				dest->dead_until = 0;
+				/* Additive increase: one more connection per window delivered. */
+				dest->window += 1.0 / dest->window;
+				if (dest->window > (double)s->qr->opts.connections_per_destination)
+					dest->window =
+						(double)s->qr->opts.connections_per_destination;
+				break;
+			}
+		}
 		queue_record(s->qr, msg);
+	}
 	queue_msg_free(msg);
 }
 
@@ -487,6 +711,16 @@ queue_session_closed(const char *reason, bool delivered_any, void *ctx)
 	free(s);
 	if (stopping)
 		return;
+	if (reason != NULL) {
+		/* Multiplicative decrease: a destination that drops us (421), times out or
+		 * refuses gets fewer connections, until deliveries bring them back. */
+		double before = dest->window;
+
+		dest->window = dest->window / 2 < 1 ? 1 : dest->window / 2;
+		if ((unsigned int)dest->window != (unsigned int)before)
+			log_info("event=destination_throttle dest=%s connections=%u",
+			         dest->key, (unsigned int)dest->window);
+	}
 	/* The destination is unreachable: everything waiting for it is deferred, unless another
 	 * connection to it is still working. */
 	if (reason != NULL && !delivered_any && dest->nconns == 0 &&
@@ -495,14 +729,7 @@ queue_session_closed(const char *reason, bool delivered_any, void *ctx)
 		dest->next_target++;
 	} else if (reason != NULL && !delivered_any && dest->nconns == 0) {
 		dest->next_target = 0;
-		while (dest->head != NULL) {
-			struct queue_msg *msg = dest->head;
-
-			dest->head = msg->next;
-			dest->npending--;
-			queue_fail_msg(qr, msg, 0, reason);
-		}
-		dest->tail = NULL;
+		queue_dest_dead(qr, dest, reason);
 	}
 	queue_dispatch(qr, dest);
 	queue_dest_maybe_free(qr, dest);
@@ -522,6 +749,14 @@ static void queue_dns_done(enum dns_status status, const struct dns_target *targ
 static void
 queue_dispatch(struct queue_runner *qr, struct queue_dest *dest)
 {
+	if (dest->dead_until != 0 && dest->head != NULL) {
+		if (dest->dead_until > queue_now())
+			queue_dest_defer_new(qr, dest);
+		else
+			dest->dead_until = 0;
+		if (dest->head == NULL)
+			return;
+	}
 	if (dest->state == QUEUE_DEST_LOOKUP && dest->head != NULL) {
 		dest->state = QUEUE_DEST_RESOLVING;
 		dns_resolve_mx(qr->dns, dest->domain, (uint16_t)qr->opts.mx_port, queue_dns_done,
@@ -530,8 +765,11 @@ queue_dispatch(struct queue_runner *qr, struct queue_dest *dest)
 	}
 	if (dest->state != QUEUE_DEST_READY)
 		return;
-	while (dest->npending > dest->nfresh &&
-	       dest->nconns < qr->opts.connections_per_destination) {
+	if (dest->npending > dest->nfresh && !queue_dest_has_token(qr, dest)) {
+		queue_dest_wait_token(qr, dest);
+		return;
+	}
+	while (dest->npending > dest->nfresh && dest->nconns < (unsigned int)dest->window) {
 		struct queue_session *s = xcalloc(1, sizeof(*s));
 		const char *names[3] = {NULL, NULL, NULL};
 		struct smtp_client_options o = {
@@ -582,16 +820,8 @@ queue_dispatch(struct queue_runner *qr, struct queue_dest *dest)
 		if (smtp_client_start(qr->base, (const struct sockaddr *)&t->addr, t->addrlen, &o,
 		                      &queue_client_cb, s, &s->client) < 0) {
 			free(s);
-			if (dest->nconns == 0) {
-				while (dest->head != NULL) {
-					struct queue_msg *msg = dest->head;
-
-					dest->head = msg->next;
-					dest->npending--;
-					queue_fail_msg(qr, msg, 0, "cannot start a connection");
-				}
-				dest->tail = NULL;
-			}
+			if (dest->nconns == 0)
+				queue_dest_dead(qr, dest, "cannot start a connection");
 			return;
 		}
 		dest->nconns++;
@@ -638,14 +868,10 @@ queue_dns_done(enum dns_status status, const struct dns_target *targets, size_t 
 		code = 550;
 	(void)snprintf(reason, sizeof(reason), "%s%s", code == 556 ? "556 5.1.10 " :
 	               code == 550 ? "550 5.1.2 " : "", error);
-	while (dest->head != NULL) {
-		struct queue_msg *msg = dest->head;
-
-		dest->head = msg->next;
-		dest->npending--;
-		queue_fail_msg(qr, msg, code, reason);
-	}
-	dest->tail = NULL;
+	if (code == 0)
+		queue_dest_dead(qr, dest, reason);
+	else
+		queue_dest_fail_pending(qr, dest, code, reason);
 	queue_dest_maybe_free(qr, dest);
 }
 
@@ -711,6 +937,9 @@ queue_dest_get(struct queue_runner *qr, const struct queue_route *route, const c
 	dest->qr = qr;
 	dest->key = xstrdup(key);
 	dest->tls_level = level;
+	dest->window = (double)qr->opts.connections_per_destination;
+	dest->tokens = qr->opts.destination_rate > 1 ? (double)qr->opts.destination_rate : 1;
+	dest->refilled = queue_mono_ms();
 	if (route != NULL && tls_name[0] != '\0')
 		dest->tls_name = xstrdup(tls_name);
 	if (route != NULL) {
@@ -738,6 +967,7 @@ struct queue_read {
 	struct queue_msg **order;
 	size_t norder;
 	unsigned int found;
+	unsigned int passed; /* over the share of their destination or sender */
 };
 
 static char *
@@ -752,17 +982,38 @@ queue_due_cb(const struct store_queue_rcpt *r, void *ctx)
 	struct queue_read *rd = ctx;
 	struct queue_runner *qr = rd->qr;
 	const struct queue_route *route = queue_route_for(qr, r->domain);
+	struct queue_dest *dest = queue_dest_get(qr, route, r->domain);
+	struct queue_sender *snd = hmap_get(qr->senders, r->sender, strlen(r->sender));
 	char key[700];
 	struct queue_msg *msg;
 	size_t i;
 
-	rd->found++;
-	(void)hmap_put(qr->inflight, &r->id, sizeof(r->id), (void *)1);
-	struct queue_dest *dest = queue_dest_get(qr, route, r->domain);
-
 	/* Recipients of one message to one destination travel in one transaction. */
 	(void)snprintf(key, sizeof(key), "%lld/%s", (long long)r->queue_id, dest->key);
 	msg = hmap_get(rd->msgs, key, strlen(key));
+	if (msg == NULL) {
+		/* Fair share: a destination or a sender with a huge backlog gets its share of
+		 * memory and connections, and the read goes on to everybody else's mail. */
+		if (dest->npending + dest->nread >= queue_dest_share(qr)) {
+			dest->passed = true;
+			rd->passed++;
+			return STORE_QUEUE_PASS;
+		}
+		if (snd != NULL && snd->n >= qr->sender_share) {
+			snd->passed = true;
+			rd->passed++;
+			queue_dest_maybe_free(qr, dest);
+			return STORE_QUEUE_PASS;
+		}
+		dest->nread++;
+	}
+	rd->found++;
+	(void)hmap_put(qr->inflight, &r->id, sizeof(r->id), (void *)1);
+	if (snd == NULL) {
+		snd = xcalloc(1, sizeof(*snd));
+		(void)hmap_put(qr->senders, r->sender, strlen(r->sender), snd);
+	}
+	snd->n++;
 	if (msg == NULL) {
 		msg = xcalloc(1, sizeof(*msg));
 		msg->queue_id = r->queue_id;
@@ -828,6 +1079,23 @@ queue_drop_entry(const void *key, size_t keylen, void *value, void *ctx)
 	return true;
 }
 
+/* Forgets the idle destinations kept while they were dead. */
+static bool
+queue_sweep_dest(const void *key, size_t keylen, void *value, void *ctx)
+{
+	struct queue_dest *dest = value;
+	struct queue_runner *qr = ctx;
+
+	(void)key;
+	(void)keylen;
+	if (!queue_dest_idle(qr, dest))
+		return false;
+	if (dest->passed)
+		qr->front_wanted = true;
+	queue_dest_free(dest);
+	return true;
+}
+
 static void
 queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -840,9 +1108,27 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (ninflight >= qr->opts.max_in_flight)
+	struct store_queue_cursor front_cursor;
+	struct store_queue_cursor *cursor = &qr->cursor;
+	bool front = qr->front_wanted;
+	unsigned int examine = qr->examine;
+	uint64_t mono = queue_mono_ms();
+
+	qr->starved = ninflight >= qr->opts.max_in_flight;
+	if (qr->starved)
 		return;
+	hmap_foreach(qr->dests, queue_sweep_dest, qr);
 	limit = (unsigned int)MIN(qr->opts.batch, qr->opts.max_in_flight - ninflight);
+	if (front) {
+		store_queue_cursor_reset(&front_cursor);
+		cursor = &front_cursor;
+		examine = (unsigned int)MIN(ninflight + (size_t)limit * QUEUE_EXAMINE_FACTOR,
+		                            (size_t)UINT_MAX);
+		qr->front_wanted = false;
+	} else if (mono - qr->lap_started >= QUEUE_LAP_MS) {
+		store_queue_cursor_reset(&qr->cursor);
+		qr->lap_started = mono;
+	}
 	skip = xcalloc(ninflight > 0 ? ninflight : 1, sizeof(*skip));
 	w = skip;
 	hmap_foreach(qr->inflight, queue_collect_id, &w);
@@ -852,8 +1138,17 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 	rd.msgs = hmap_new();
 	/* A read on the pool: this thread is not an I/O thread, and the query is one index range
 	 * per priority class, so it holds the loop for well under a millisecond. */
-	ret = store_queue_due(qr->store, queue_now(), limit, skip, ninflight, queue_due_cb, &rd);
+	ret = store_queue_scan(qr->store, queue_now(), limit, examine, skip, ninflight, cursor,
+	                       queue_due_cb, &rd);
 	free(skip);
+	if (!front) {
+		/* Only mail over its share: look further next time (a destination with a huge
+		 * backlog in one block does not hide the mail behind it for long). */
+		if (rd.found == 0 && rd.passed > 0)
+			qr->examine = MIN(qr->examine * 2, QUEUE_EXAMINE_MAX);
+		else
+			qr->examine = MAX(qr->opts.batch * QUEUE_EXAMINE_FACTOR, 1024);
+	}
 	if (ret < 0)
 		log_warn("event=queue_read result=failed error=\"%s\"", store_err_str(ret));
 	for (size_t i = 0; i < rd.norder; i++) {
@@ -873,6 +1168,7 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 			msg->dest->head = msg;
 		msg->dest->tail = msg;
 		msg->dest->npending++;
+		msg->dest->nread = 0;
 	}
 	hmap_foreach(rd.msgs, queue_drop_entry, NULL);
 	hmap_free(&rd.msgs);
@@ -891,9 +1187,31 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 		free(dests);
 	}
 	free(rd.order);
-	/* A full read: more may be due right now. */
-	if (ret >= 0 && rd.found == limit && limit > 0)
+	qr->starved = rd.found == limit && limit < qr->opts.batch;
+	/* A full read, or one that stopped after passing over only mail in delivery: more may
+	 * be due right now. One that found only mail over its share waits for the next tick. */
+	if (ret >= 0 && limit > 0 &&
+	    (rd.found == limit || (!cursor->end && (rd.found > 0 || rd.passed == 0))))
 		event_active(qr->tick, EV_TIMEOUT, 0);
+}
+
+/* n recipients of sender left memory. */
+static void
+queue_sender_release(struct queue_runner *qr, const char *sender, size_t n)
+{
+	struct queue_sender *snd = hmap_get(qr->senders, sender, strlen(sender));
+
+	if (snd == NULL)
+		return;
+	snd->n = snd->n > n ? snd->n - n : 0;
+	if (snd->passed && snd->n < qr->sender_share / 2) {
+		snd->passed = false;
+		queue_restart_lap(qr);
+	}
+	if (snd->n == 0) {
+		(void)hmap_remove(qr->senders, sender, strlen(sender));
+		free(snd);
+	}
 }
 
 /* Outcomes committed: their recipients leave the in-flight set. */
@@ -916,10 +1234,13 @@ queue_wake_cb(evutil_socket_t fd, short what, void *arg)
 		list = o->next;
 		for (size_t i = 0; i < o->n; i++)
 			(void)hmap_remove(qr->inflight, &o->items[i].id, sizeof(o->items[i].id));
+		queue_sender_release(qr, o->sender, o->n);
 		queue_outcome_free(o);
 		freed = true;
 	}
-	if (freed && hmap_count(qr->inflight) + qr->opts.batch / 2 < qr->opts.max_in_flight)
+	/* Reads that stopped at max_in_flight go on once there is room again. */
+	if (freed && qr->starved &&
+	    hmap_count(qr->inflight) + qr->opts.batch / 2 < qr->opts.max_in_flight)
 		event_active(qr->tick, EV_TIMEOUT, 0);
 }
 
@@ -1138,6 +1459,11 @@ queue_runner_new(struct store *store, const struct queue_options *opts,
 		goto fail;
 	qr->inflight = hmap_new();
 	qr->dests = hmap_new();
+	qr->senders = hmap_new();
+	store_queue_cursor_reset(&qr->cursor);
+	qr->lap_started = queue_mono_ms();
+	qr->examine = (unsigned int)MAX(opts->batch * QUEUE_EXAMINE_FACTOR, 1024);
+	qr->sender_share = (size_t)MAX(opts->max_in_flight / 2, 1);
 	qr->base = event_base_new();
 	if (qr->base == NULL) {
 		*error_r = "cannot create an event base";
@@ -1185,11 +1511,7 @@ queue_free_dest(const void *key, size_t keylen, void *value, void *ctx)
 		dest->head = msg->next;
 		queue_msg_free(msg);
 	}
-	free(dest->key);
-	free(dest->domain);
-	free(dest->tls_name);
-	free(dest->targets);
-	free(dest);
+	queue_dest_free(dest);
 	return true;
 }
 
@@ -1214,6 +1536,16 @@ queue_runner_stop(struct queue_runner *qr)
 	(void)event_base_loop(qr->base, EVLOOP_NONBLOCK);
 	if (qr->dests != NULL)
 		hmap_foreach(qr->dests, queue_free_dest, NULL);
+}
+
+static bool
+queue_free_sender(const void *key, size_t keylen, void *value, void *ctx)
+{
+	(void)key;
+	(void)keylen;
+	(void)ctx;
+	free(value);
+	return true;
 }
 
 void
@@ -1243,6 +1575,10 @@ queue_runner_free(struct queue_runner **runner)
 	if (qr->inflight != NULL) {
 		hmap_foreach(qr->inflight, queue_drop_entry, NULL);
 		hmap_free(&qr->inflight);
+	}
+	if (qr->senders != NULL) {
+		hmap_foreach(qr->senders, queue_free_sender, NULL);
+		hmap_free(&qr->senders);
 	}
 	queue_free_config(qr);
 	pthread_mutex_destroy(&qr->lock);

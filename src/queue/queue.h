@@ -39,7 +39,8 @@ struct queue_options {
 	uint64_t interval;          /* ms */
 	uint64_t batch;             /* recipients per read */
 	uint64_t max_in_flight;     /* recipients */
-	uint64_t connections_per_destination;
+	uint64_t connections_per_destination; /* the most; fewer after failures (adaptive) */
+	uint64_t destination_rate;  /* messages per second to one destination; 0 = no limit */
 	uint64_t connect_timeout, command_timeout, data_timeout; /* ms */
 	enum smtp_client_tls tls;   /* the TLS level of destinations without a policy */
 	const char *tls_policies;   /* "domain=never|opportunistic|required|verify ..." (copied) */

@@ -1204,7 +1204,29 @@ int
 store_queue_due(struct store *store, int64_t now, unsigned int limit, const int64_t *skip,
                 size_t nskip, store_queue_rcpt_cb *cb, void *ctx)
 {
-	return store->ops->queue_due(store, now, limit, skip, nskip, cb, ctx);
+	struct store_queue_cursor start;
+
+	store_queue_cursor_reset(&start);
+	return store->ops->queue_scan(store, now, limit, UINT_MAX, skip, nskip, &start, cb, ctx);
+}
+
+void
+store_queue_cursor_reset(struct store_queue_cursor *cursor)
+{
+	for (int i = 0; i < STORE_QUEUE_PRIORITIES; i++) {
+		cursor->next_attempt[i] = INT64_MIN;
+		cursor->id[i] = INT64_MIN;
+	}
+	cursor->end = false;
+}
+
+int
+store_queue_scan(struct store *store, int64_t now, unsigned int limit, unsigned int max_examine,
+                 const int64_t *skip, size_t nskip, struct store_queue_cursor *cursor,
+                 store_queue_rcpt_cb *cb, void *ctx)
+{
+	return store->ops->queue_scan(store, now, limit, max_examine, skip, nskip, cursor, cb,
+	                              ctx);
 }
 
 int

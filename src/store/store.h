@@ -334,10 +334,32 @@ typedef int store_queue_rcpt_cb(const struct store_queue_rcpt *rcpt, void *ctx);
 
 /* Reads up to `limit` due recipients (queued or deferred, next_attempt <= now, not held), in
  * priority order, then oldest due first; recipients whose id is in skip[0..nskip) (already in
- * delivery) are passed over. One index range per priority class, never a table scan. Any
- * thread but the I/O threads. Returns the callback's stop value, 0, or a negative store_err. */
+ * delivery; sorted ascending) are passed over. One index range per priority class, never a
+ * table scan. Any thread but the I/O threads. Returns the callback's stop value, 0, or a
+ * negative store_err. */
 int store_queue_due(struct store *store, int64_t now, unsigned int limit,
                     const int64_t *skip, size_t nskip, store_queue_rcpt_cb *cb, void *ctx);
+
+/* A position in the delivery order of each priority class, for reads that go on where the
+ * last one stopped instead of reading past the recipients already taken again. */
+struct store_queue_cursor {
+	int64_t next_attempt[STORE_QUEUE_PRIORITIES]; /* INT64_MIN: the class's start */
+	int64_t id[STORE_QUEUE_PRIORITIES];
+	bool end; /* set by the read: every class was read to its end */
+};
+/* Sets every class to its start. */
+void store_queue_cursor_reset(struct store_queue_cursor *cursor);
+/* The callback of store_queue_scan returns this to pass a recipient over without taking it
+ * (it does not count against the limit). */
+#define STORE_QUEUE_PASS 1
+/* Like store_queue_due, but each class from just after its position in *cursor, which moves
+ * past every row looked at. Stops after `limit` recipients taken (callback returned 0) or
+ * `max_examine` rows looked at (skipped and passed ones included). New mail and mail whose
+ * next attempt comes later sort after the positions; what else became due behind them (mail
+ * released, passed over) is found after a reset. */
+int store_queue_scan(struct store *store, int64_t now, unsigned int limit,
+                     unsigned int max_examine, const int64_t *skip, size_t nskip,
+                     struct store_queue_cursor *cursor, store_queue_rcpt_cb *cb, void *ctx);
 /* Lists up to `limit` recipients of the queue (every state, held ones too) by queue id, from
  * queue id `after` + 1 on, for `postamt queue list`. */
 int store_queue_list(struct store *store, int64_t after, unsigned int limit,

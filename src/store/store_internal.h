@@ -103,8 +103,9 @@ struct store_ops {
 	int (*queue_hold)(struct store_txn *txn, int64_t queue_id, bool held);
 	int (*queue_retry)(struct store_txn *txn, int64_t queue_id);
 	int (*inbox_of)(struct store_txn *txn, const char *address, int64_t *mailbox_id_r);
-	int (*queue_due)(struct store *store, int64_t now, unsigned int limit, const int64_t *skip,
-	                 size_t nskip, store_queue_rcpt_cb *cb, void *ctx);
+	int (*queue_scan)(struct store *store, int64_t now, unsigned int limit,
+	                  unsigned int max_examine, const int64_t *skip, size_t nskip,
+	                  struct store_queue_cursor *cursor, store_queue_rcpt_cb *cb, void *ctx);
 	int (*queue_list)(struct store *store, int64_t after, unsigned int limit,
 	                  store_queue_rcpt_cb *cb, void *ctx);
 	/* Reads, same contracts as in store.h. */

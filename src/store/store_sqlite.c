@@ -188,7 +188,8 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_QUEUE_DUE] = "SELECT " SQLITE__QRCPT_COLS " FROM queue_rcpts r "
 	                  "JOIN queue q ON q.id = r.queue_id "
 	                  "WHERE r.priority = ?1 AND r.state < 2 AND r.held = 0 "
-	                  "AND r.next_attempt <= ?2 ORDER BY r.next_attempt, r.id LIMIT ?3",
+	                  "AND r.next_attempt <= ?2 AND (r.next_attempt, r.id) > (?4, ?5) "
+	                  "ORDER BY r.next_attempt, r.id LIMIT ?3",
 	[ST_QUEUE_LIST] = "SELECT " SQLITE__QRCPT_COLS " FROM queue_rcpts r "
 	                   "JOIN queue q ON q.id = r.queue_id WHERE r.queue_id > ?1 "
 	                   "ORDER BY r.queue_id, r.id LIMIT ?2",
@@ -2420,48 +2421,75 @@ sqlite__qrcpt_row(sqlite3_stmt *st, struct store_queue_rcpt *r)
 	r->delay_notified = sqlite3_column_int(st, 18) != 0;
 }
 
+/* skip[0..nskip) is sorted. */
 static bool
 sqlite__skipped(int64_t id, const int64_t *skip, size_t nskip)
 {
-	for (size_t i = 0; i < nskip; i++) {
-		if (skip[i] == id)
+	size_t lo = 0, hi = nskip;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (skip[mid] == id)
 			return true;
+		if (skip[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
 	return false;
 }
 
 static int
-sqlite__queue_due(struct store *store, int64_t now, unsigned int limit, const int64_t *skip,
-                  size_t nskip, store_queue_rcpt_cb *cb, void *ctx)
+sqlite__queue_scan(struct store *store, int64_t now, unsigned int limit,
+                   unsigned int max_examine, const int64_t *skip, size_t nskip,
+                   struct store_queue_cursor *cursor, store_queue_rcpt_cb *cb, void *ctx)
 {
 	struct store_queue_rcpt r;
-	unsigned int found = 0;
+	unsigned int found = 0, examined = 0;
 	int ret = STORE_OK;
+	int prio;
 
-	for (int prio = 0; prio < STORE_QUEUE_PRIORITIES && found < limit && ret == 0; prio++) {
+	for (prio = 0; prio < STORE_QUEUE_PRIORITIES && ret == 0; prio++) {
 		struct sqlite__read rd;
 		int rc = SQLITE_DONE;
 
+		if (found >= limit || examined >= max_examine)
+			break;
 		ret = sqlite__read_begin(&rd, store, ST_QUEUE_DUE);
 		if (ret != STORE_OK)
 			return ret;
-		/* The skipped ones (in delivery) are the oldest due: read past them. */
+		/* Rows in delivery are passed over here, not in SQL: the LIMIT must cover them. */
 		sqlite3_bind_int(rd.st, 1, prio);
 		sqlite3_bind_int64(rd.st, 2, now);
-		sqlite3_bind_int64(rd.st, 3, (sqlite3_int64)(limit - found) + (sqlite3_int64)nskip);
-		while (found < limit && (rc = sqlite3_step(rd.st)) == SQLITE_ROW) {
-			if (sqlite__skipped(sqlite3_column_int64(rd.st, 0), skip, nskip))
+		sqlite3_bind_int64(rd.st, 3, (sqlite3_int64)(max_examine - examined));
+		sqlite3_bind_int64(rd.st, 4, cursor->next_attempt[prio]);
+		sqlite3_bind_int64(rd.st, 5, cursor->id[prio]);
+		while (found < limit && examined < max_examine &&
+		       (rc = sqlite3_step(rd.st)) == SQLITE_ROW) {
+			int64_t id = sqlite3_column_int64(rd.st, 0);
+
+			examined++;
+			cursor->next_attempt[prio] = sqlite3_column_int64(rd.st, 11);
+			cursor->id[prio] = id;
+			if (sqlite__skipped(id, skip, nskip))
 				continue;
 			sqlite__qrcpt_row(rd.st, &r);
-			found++;
 			ret = cb(&r, ctx);
+			if (ret == STORE_QUEUE_PASS) {
+				ret = 0;
+				continue;
+			}
 			if (ret != 0)
 				break;
+			found++;
 		}
-		if (found >= limit)
+		if (found >= limit || examined >= max_examine)
 			rc = SQLITE_DONE;
 		ret = sqlite__read_end(&rd, rc, ret);
 	}
+	cursor->end = ret == 0 && prio >= STORE_QUEUE_PRIORITIES && found < limit &&
+	              examined < max_examine;
 	return ret;
 }
 
@@ -2654,7 +2682,7 @@ const struct store_ops store__sqlite_ops = {
 	.queue_hold = sqlite__queue_hold,
 	.queue_retry = sqlite__queue_retry,
 	.inbox_of = sqlite__inbox_of,
-	.queue_due = sqlite__queue_due,
+	.queue_scan = sqlite__queue_scan,
 	.queue_list = sqlite__queue_list,
 	.domain_exists = sqlite__domain_exists,
 	.domain_list = sqlite__domain_list,

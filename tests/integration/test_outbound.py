@@ -193,10 +193,16 @@ def test_delivery_through_route(make_server, sink):
 def test_several_messages_one_connection(make_server, sink):
     srv = outbound_server(make_server, sink.port, {"queue.interval": "4s",
                                                    "queue.connections_per_destination": "1"})
-    # Both land in the queue before the runner's next look (the first is at start-up).
-    time.sleep(0.5)
+    # The first message's end of data is answered only once the second one is queued: it
+    # waits for the one connection allowed and takes it next.
+    sink.hold_data = threading.Event()
     submit(srv, subject="one")
+    wait_for(sink.data_started.is_set, what="the first message's data")
     submit(srv, subject="two")
+    wait_for(lambda: "event=queue_read" in srv.read_log() or queue_count(srv) == 2,
+             what="the second message queued")
+    time.sleep(0.3)  # the runner's read after the kick; no assertion depends on its speed
+    sink.hold_data.set()
     wait_for(lambda: len(sink.messages) == 2, what="two deliveries")
     wait_for(lambda: queue_count(srv) == 0, what="empty queue")
     assert sink.connections == 1, "both messages over one connection"

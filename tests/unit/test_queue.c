@@ -249,7 +249,7 @@ test_due_order_and_limit(void **state)
 	due(f, now, 2, NULL, 0, &c);
 	assert_int_equal(c.n, 2);
 	{
-		int64_t skip[2] = {c.r[0].id, c.r[1].id};
+		int64_t skip[2] = {MIN(c.r[0].id, c.r[1].id), MAX(c.r[0].id, c.r[1].id)};
 		struct collected d;
 
 		due(f, now, 2, skip, 2, &d);
