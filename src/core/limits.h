@@ -26,6 +26,10 @@
 #define NET_MAX_IO_THREADS 256
 /* Jobs committed in one store transaction: bounds the latency one batch adds to the others. */
 #define STORE_MAX_BATCH 512
+/* Queue recipients one action by filter (`postamt queue hold --domain ...`) reads and changes
+ * per transaction: a million-row action is many short transactions, not one that keeps the
+ * server's writer waiting. */
+#define STORE_MAX_QUEUE_CHUNK 10000
 /* Blob sync threads (parallel fsync of message files before commit). */
 #define STORE_MAX_SYNC_THREADS 64
 
@@ -37,6 +41,9 @@
 #endif
 #if STORE_MAX_BATCH > 10000
 #error "STORE_MAX_BATCH too large: one transaction would hold the write lock too long"
+#endif
+#if STORE_MAX_QUEUE_CHUNK > 100000
+#error "STORE_MAX_QUEUE_CHUNK too large: one chunk would hold the write lock too long"
 #endif
 
 #endif

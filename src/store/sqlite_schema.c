@@ -266,6 +266,22 @@ static const char store__schema_v5[] =
 	"CREATE VIRTUAL TABLE fts_text USING fts5(header, body,"
 	"  tokenize = 'trigram case_sensitive 1', detail = column);";
 
+/* v6: `postamt queue list` filters and actions by filter, each answered by an index range in
+ * (queue id, recipient id) order whatever the queue holds: the sender and the recipient compare
+ * case-insensitively (the indexes carry COLLATE NOCASE so that the comparison can use them),
+ * the domain with its entries in queue order, and partial indexes for the held and the
+ * deferred recipients (held is the entry's flag, copied onto each row by the v3 triggers).
+ * The sender and domain indexes of v1 (binary sender; domain without queue order) are
+ * replaced. */
+static const char store__schema_v6[] =
+	"DROP INDEX queue_sender;"
+	"CREATE INDEX queue_sender ON queue(sender COLLATE NOCASE);"
+	"DROP INDEX queue_rcpts_domain;"
+	"CREATE INDEX queue_rcpts_domain ON queue_rcpts(domain, queue_id);"
+	"CREATE INDEX queue_rcpts_rcpt ON queue_rcpts(rcpt COLLATE NOCASE, queue_id);"
+	"CREATE INDEX queue_rcpts_held ON queue_rcpts(queue_id) WHERE held = 1;"
+	"CREATE INDEX queue_rcpts_deferred ON queue_rcpts(queue_id) WHERE state = 1;";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -277,6 +293,7 @@ static const struct store__migration store__migrations[] = {
 	{store__schema_v3, NULL},
 	{store__schema_v4, NULL},
 	{store__schema_v5, NULL},
+	{store__schema_v6, NULL},
 };
 
 int

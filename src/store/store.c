@@ -1233,7 +1233,59 @@ int
 store_queue_list(struct store *store, int64_t after, unsigned int limit, store_queue_rcpt_cb *cb,
                  void *ctx)
 {
-	return store->ops->queue_list(store, after, limit, cb, ctx);
+	struct store_queue_filter f;
+
+	memset(&f, 0, sizeof(f));
+	f.after = after;
+	return store->ops->queue_find(store, &f, limit, cb, ctx);
+}
+
+bool
+store_queue_filter_by_rcpt(const struct store_queue_filter *filter)
+{
+	return filter->rcpt != NULL || filter->domain != NULL || filter->deferred;
+}
+
+/* Filter strings are compared, never stored: only their length is checked. */
+static bool
+store__queue_filter_valid(const struct store_queue_filter *f)
+{
+	const char *const s[] = {f->sender, f->rcpt, f->domain};
+
+	for (size_t i = 0; i < N_ELEMENTS(s); i++) {
+		if (s[i] != NULL && strlen(s[i]) > AUTH_MAX_ADDRESS)
+			return false;
+	}
+	return f->after >= 0 && f->after_rcpt >= 0 && f->until >= 0;
+}
+
+int
+store_queue_find(struct store *store, const struct store_queue_filter *filter,
+                 unsigned int limit, store_queue_rcpt_cb *cb, void *ctx)
+{
+	if (!store__queue_filter_valid(filter))
+		return STORE_ERR_INVALID;
+	return store->ops->queue_find(store, filter, limit, cb, ctx);
+}
+
+int
+store_txn_queue_act(struct store_txn *txn, struct store_queue_filter *filter,
+                    enum store_queue_action action, unsigned int limit,
+                    struct store_queue_act_result *result)
+{
+	if (!store__queue_filter_valid(filter)) {
+		store_txn_error(txn, "invalid queue filter");
+		return STORE_ERR_INVALID;
+	}
+	if (limit == 0 || limit > STORE_MAX_QUEUE_CHUNK || action < STORE_QUEUE_HOLD ||
+	    action > STORE_QUEUE_DELETE) {
+		store_txn_error(txn, "invalid queue action");
+		return STORE_ERR_INVALID;
+	}
+	if (store__txn_usable(txn) < 0)
+		return STORE_ERR_IO;
+	result->more = false;
+	return txn->store->ops->queue_act(txn, filter, action, limit, result);
 }
 
 int

@@ -361,9 +361,65 @@ int store_queue_scan(struct store *store, int64_t now, unsigned int limit,
                      unsigned int max_examine, const int64_t *skip, size_t nskip,
                      struct store_queue_cursor *cursor, store_queue_rcpt_cb *cb, void *ctx);
 /* Lists up to `limit` recipients of the queue (every state, held ones too) by queue id, from
- * queue id `after` + 1 on, for `postamt queue list`. */
+ * queue id `after` + 1 on, for `postamt queue show`. The same as store_queue_find with an
+ * empty filter. */
 int store_queue_list(struct store *store, int64_t after, unsigned int limit,
                      store_queue_rcpt_cb *cb, void *ctx);
+
+/* Which recipients of the queue `postamt queue list` and the actions by filter see. The terms
+ * given combine with AND; an empty filter (all NULL, false, 0) matches every recipient. Every
+ * term is answered through an index in (queue id, recipient id) order, never by a scan of the
+ * queue: the engine reads the index of the first term given of rcpt, sender, domain, held,
+ * deferred, and checks the others on the rows that index yields. Strings are borrowed. */
+struct store_queue_filter {
+	const char *sender;  /* NULL any; "" the null reverse-path; else the address, exact but
+	                      * case-insensitive (ASCII) */
+	const char *rcpt;    /* NULL any; the recipient address, exact, case-insensitive */
+	const char *domain;  /* NULL any; the recipient's domain, exact, case-insensitive */
+	bool held;           /* only recipients of held entries */
+	bool deferred;       /* only recipients tried and deferred (not those never tried) */
+	/* Position: only rows after (after, after_rcpt) in (queue id, recipient id) order;
+	 * after_rcpt 0 means after every recipient of entry `after`. until: only entries with
+	 * id <= until; 0 = no bound. The actions advance after/after_rcpt and set until. */
+	int64_t after;
+	int64_t after_rcpt;
+	int64_t until;
+};
+
+/* True when the filter has a term on recipients (rcpt, domain, deferred): a delete by such a
+ * filter removes recipients, not whole entries. */
+bool store_queue_filter_by_rcpt(const struct store_queue_filter *filter);
+/* Lists up to `limit` recipients matching the filter in (queue id, recipient id) order. Any
+ * thread but the I/O threads. STORE_ERR_INVALID for a filter string longer than an address.
+ * Returns the callback's stop value, 0, or a negative store_err. */
+int store_queue_find(struct store *store, const struct store_queue_filter *filter,
+                     unsigned int limit, store_queue_rcpt_cb *cb, void *ctx);
+
+enum store_queue_action {
+	STORE_QUEUE_HOLD = 0,    /* the entries (whole messages) of matching recipients: held */
+	STORE_QUEUE_RELEASE = 1, /* the same entries: no longer held */
+	STORE_QUEUE_RETRY = 2,   /* the matching recipients: due now (held entries stay held) */
+	STORE_QUEUE_DELETE = 3,  /* without a bounce: the matching recipients when the filter has
+	                          * a term on recipients (an entry goes with its last one), the
+	                          * whole entries of matching recipients otherwise */
+};
+
+struct store_queue_act_result {
+	uint64_t matched; /* recipient rows read through the filter */
+	uint64_t entries; /* entries held or released (whose flag changed), with a recipient
+	                   * made due, or removed */
+	uint64_t rcpts;   /* recipients made due or deleted (0 for hold and release) */
+	bool more;        /* the chunk was full: run the next one (filter holds the position) */
+};
+
+/* One chunk of an action by filter: reads up to `limit` (1..STORE_MAX_QUEUE_CHUNK) matching
+ * recipients from the filter's position on, acts on them, adds the counts to *result and
+ * moves the position past them. On the first chunk (until 0) sets filter->until to the
+ * newest entry, so that mail queued meanwhile is left alone. Run chunk after chunk, each in
+ * its own job, while result->more: one job never holds the writer for long. */
+int store_txn_queue_act(struct store_txn *txn, struct store_queue_filter *filter,
+                        enum store_queue_action action, unsigned int limit,
+                        struct store_queue_act_result *result);
 /* A recipient was delivered or bounced: its row is removed, and the queue entry too when it was
  * the last one. STORE_ERR_NOTFOUND if the row is gone (deleted by an operator meanwhile). */
 int store_txn_queue_rcpt_done(struct store_txn *txn, int64_t rcpt_id);

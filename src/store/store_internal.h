@@ -106,8 +106,11 @@ struct store_ops {
 	int (*queue_scan)(struct store *store, int64_t now, unsigned int limit,
 	                  unsigned int max_examine, const int64_t *skip, size_t nskip,
 	                  struct store_queue_cursor *cursor, store_queue_rcpt_cb *cb, void *ctx);
-	int (*queue_list)(struct store *store, int64_t after, unsigned int limit,
-	                  store_queue_rcpt_cb *cb, void *ctx);
+	int (*queue_find)(struct store *store, const struct store_queue_filter *filter,
+	                  unsigned int limit, store_queue_rcpt_cb *cb, void *ctx);
+	int (*queue_act)(struct store_txn *txn, struct store_queue_filter *filter,
+	                 enum store_queue_action action, unsigned int limit,
+	                 struct store_queue_act_result *result);
 	/* Reads, same contracts as in store.h. */
 	int (*domain_exists)(struct store *store, const char *domain);
 	int (*domain_list)(struct store *store, store_name_cb *cb, void *ctx);

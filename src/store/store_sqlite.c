@@ -69,7 +69,17 @@ enum sqlite__st {
 	ST_QUEUE_DSN,
 	ST_QUEUE_RCPT_DSN,
 	ST_QUEUE_DUE,
-	ST_QUEUE_LIST,
+	ST_QFIND_ALL,
+	ST_QFIND_RCPT,
+	ST_QFIND_SENDER,
+	ST_QFIND_DOMAIN,
+	ST_QFIND_HELD,
+	ST_QFIND_DEFERRED,
+	ST_QUEUE_MAX_ID,
+	ST_QUEUE_SET_HELD,
+	ST_QUEUE_RCPT_RETRY,
+	ST_QUEUE_RCPT_DROP,
+	ST_QUEUE_RCPTS_DROP,
 	ST_QUEUE_RCPT_DELETE,
 	ST_QUEUE_RCPT_LEFT,
 	ST_QUEUE_RCPT_DEFER,
@@ -124,6 +134,21 @@ enum sqlite__st {
 	"r.id, r.queue_id, q.blob_id, q.sender, r.rcpt, r.domain, q.priority, r.state, q.held, "  \
 	"r.attempts, q.created, r.next_attempt, q.size, q.envid, q.ret, r.notify, r.orcpt, "    \
 	"r.last_error, r.delay_notified"
+
+/* `queue list` and the actions by filter (store_queue_filter): one statement per driving index,
+ * named with INDEXED BY so that no plan can fall back to a scan; the other terms are checked
+ * on the rows it yields (a NULL or 0 parameter switches a term off). Rows come in (queue id,
+ * recipient id) order straight from the index, so LIMIT stops the read early. ?1/?2 the
+ * position (after, after_rcpt), ?3 until, ?4 sender, ?5 recipient, ?6 domain, ?7 held,
+ * ?8 deferred, ?9 limit. */
+#define SQLITE__QFIND(rindex, qindex, driver, order)                                         \
+	"SELECT " SQLITE__QRCPT_COLS " FROM queue_rcpts r " rindex " JOIN queue q " qindex    \
+	" ON q.id = r.queue_id WHERE " driver " AND r.queue_id >= ?1 AND r.queue_id <= ?3 "   \
+	"AND (r.queue_id > ?1 OR r.id > ?2) "                                                 \
+	"AND (?4 IS NULL OR q.sender = ?4 COLLATE NOCASE) "                                   \
+	"AND (?5 IS NULL OR r.rcpt = ?5 COLLATE NOCASE) AND (?6 IS NULL OR r.domain = ?6) "   \
+	"AND (?7 = 0 OR r.held = 1) AND (?8 = 0 OR r.state = 1) "                             \
+	"ORDER BY " order " LIMIT ?9"
 
 static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -190,9 +215,25 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	                  "WHERE r.priority = ?1 AND r.state < 2 AND r.held = 0 "
 	                  "AND r.next_attempt <= ?2 AND (r.next_attempt, r.id) > (?4, ?5) "
 	                  "ORDER BY r.next_attempt, r.id LIMIT ?3",
-	[ST_QUEUE_LIST] = "SELECT " SQLITE__QRCPT_COLS " FROM queue_rcpts r "
-	                   "JOIN queue q ON q.id = r.queue_id WHERE r.queue_id > ?1 "
-	                   "ORDER BY r.queue_id, r.id LIMIT ?2",
+	[ST_QFIND_ALL] = SQLITE__QFIND("INDEXED BY queue_rcpts_queue", "", "1",
+	                               "r.queue_id, r.id"),
+	[ST_QFIND_RCPT] = SQLITE__QFIND("INDEXED BY queue_rcpts_rcpt", "",
+	                                "r.rcpt = ?5 COLLATE NOCASE", "r.queue_id, r.id"),
+	/* Driven from the queue table: the entries of the sender by id, then their rows. */
+	[ST_QFIND_SENDER] = SQLITE__QFIND("INDEXED BY queue_rcpts_queue", "INDEXED BY queue_sender",
+	                                  "q.sender = ?4 COLLATE NOCASE AND q.id >= ?1 "
+	                                  "AND q.id <= ?3", "q.id, r.id"),
+	[ST_QFIND_DOMAIN] = SQLITE__QFIND("INDEXED BY queue_rcpts_domain", "", "r.domain = ?6",
+	                                  "r.queue_id, r.id"),
+	[ST_QFIND_HELD] = SQLITE__QFIND("INDEXED BY queue_rcpts_held", "", "r.held = 1",
+	                                "r.queue_id, r.id"),
+	[ST_QFIND_DEFERRED] = SQLITE__QFIND("INDEXED BY queue_rcpts_deferred", "", "r.state = 1",
+	                                    "r.queue_id, r.id"),
+	[ST_QUEUE_MAX_ID] = "SELECT coalesce(max(id), 0) FROM queue",
+	[ST_QUEUE_SET_HELD] = "UPDATE queue SET held = ?2 WHERE id = ?1 AND held <> ?2",
+	[ST_QUEUE_RCPT_RETRY] = "UPDATE queue_rcpts SET next_attempt = ?2 WHERE id = ?1",
+	[ST_QUEUE_RCPT_DROP] = "DELETE FROM queue_rcpts WHERE id = ?1",
+	[ST_QUEUE_RCPTS_DROP] = "DELETE FROM queue_rcpts WHERE queue_id = ?1",
 	[ST_QUEUE_RCPT_DELETE] = "DELETE FROM queue_rcpts WHERE id = ?1 RETURNING queue_id",
 	[ST_QUEUE_RCPT_LEFT] = "SELECT 1 FROM queue_rcpts WHERE queue_id = ?1 LIMIT 1",
 	[ST_QUEUE_RCPT_DEFER] = "UPDATE queue_rcpts SET state = 1, attempts = attempts + 1, "
@@ -2493,19 +2534,61 @@ sqlite__queue_scan(struct store *store, int64_t now, unsigned int limit,
 	return ret;
 }
 
+/* The statement whose index drives a filter: the first term given of recipient, sender,
+ * domain, held, deferred (roughly the most selective first; held entries are few in a
+ * healthy queue, deferred ones may be most of it). */
+static enum sqlite__st
+sqlite__qfind_st(const struct store_queue_filter *f)
+{
+	if (f->rcpt != NULL)
+		return ST_QFIND_RCPT;
+	if (f->sender != NULL)
+		return ST_QFIND_SENDER;
+	if (f->domain != NULL)
+		return ST_QFIND_DOMAIN;
+	if (f->held)
+		return ST_QFIND_HELD;
+	if (f->deferred)
+		return ST_QFIND_DEFERRED;
+	return ST_QFIND_ALL;
+}
+
+const char *
+store__sqlite_queue_find_sql(const struct store_queue_filter *filter)
+{
+	return sqlite__sql[sqlite__qfind_st(filter)];
+}
+
+static void
+sqlite__qfind_bind(sqlite3_stmt *st, const struct store_queue_filter *f, unsigned int limit)
+{
+	sqlite3_bind_int64(st, 1, f->after);
+	/* 0: past every recipient of entry `after` (row ids are positive). */
+	sqlite3_bind_int64(st, 2, f->after_rcpt != 0 ? f->after_rcpt : INT64_MAX);
+	sqlite3_bind_int64(st, 3, f->until != 0 ? f->until : INT64_MAX);
+	if (f->sender != NULL)
+		sqlite__bind_text(st, 4, f->sender);
+	if (f->rcpt != NULL)
+		sqlite__bind_text(st, 5, f->rcpt);
+	if (f->domain != NULL)
+		sqlite__bind_text(st, 6, f->domain);
+	sqlite3_bind_int(st, 7, f->held ? 1 : 0);
+	sqlite3_bind_int(st, 8, f->deferred ? 1 : 0);
+	sqlite3_bind_int64(st, 9, limit);
+}
+
 static int
-sqlite__queue_list(struct store *store, int64_t after, unsigned int limit,
-                   store_queue_rcpt_cb *cb, void *ctx)
+sqlite__queue_find(struct store *store, const struct store_queue_filter *filter,
+                   unsigned int limit, store_queue_rcpt_cb *cb, void *ctx)
 {
 	struct store_queue_rcpt r;
 	struct sqlite__read rd;
 	int rc, ret;
 
-	ret = sqlite__read_begin(&rd, store, ST_QUEUE_LIST);
+	ret = sqlite__read_begin(&rd, store, sqlite__qfind_st(filter));
 	if (ret != STORE_OK)
 		return ret;
-	sqlite3_bind_int64(rd.st, 1, after);
-	sqlite3_bind_int64(rd.st, 2, limit);
+	sqlite__qfind_bind(rd.st, filter, limit);
 	while ((rc = sqlite3_step(rd.st)) == SQLITE_ROW) {
 		sqlite__qrcpt_row(rd.st, &r);
 		ret = cb(&r, ctx);
@@ -2513,6 +2596,154 @@ sqlite__queue_list(struct store *store, int64_t after, unsigned int limit,
 			break;
 	}
 	return sqlite__read_end(&rd, rc, ret);
+}
+
+/* Steps an UPDATE or DELETE of one id (and a value) and ends it; the rows it changed, or a
+ * negative store_err after reporting. */
+static int64_t
+sqlite__qact_one(struct store_txn *txn, enum sqlite__st id, int64_t row, int64_t value,
+                 bool with_value)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, id);
+	sqlite3_bind_int64(st, 1, row);
+	if (with_value)
+		sqlite3_bind_int64(st, 2, value);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot change the queue");
+	return sqlite3_changes64(sqlite__w(txn)->db);
+}
+
+/* Removes entry queue_id when it has no recipient left. 1 removed, 0 not, or a store_err. */
+static int
+sqlite__qact_drop_empty(struct store_txn *txn, int64_t queue_id)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	SQLITE__STMT(txn, st, ST_QUEUE_RCPT_LEFT);
+	sqlite3_bind_int64(st, 1, queue_id);
+	rc = sqlite3_step(st);
+	sqlite__done(st);
+	if (rc == SQLITE_ROW)
+		return 0;
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot look up queue recipients");
+	return (int)sqlite__qact_one(txn, ST_QUEUE_DELETE, queue_id, 0, false);
+}
+
+/* One action on one entry's rows of the chunk (ids[0..n), recipient row ids). */
+static int
+sqlite__qact_entry(struct store_txn *txn, const struct store_queue_filter *f,
+                   enum store_queue_action action, int64_t queue_id, const int64_t *ids,
+                   size_t n, struct store_queue_act_result *res)
+{
+	int64_t changed = 0, c;
+
+	switch (action) {
+	case STORE_QUEUE_HOLD:
+	case STORE_QUEUE_RELEASE:
+		/* The flag is the entry's; the v3 trigger copies it onto every row. */
+		changed = sqlite__qact_one(txn, ST_QUEUE_SET_HELD, queue_id,
+		                           action == STORE_QUEUE_HOLD, true);
+		if (changed < 0)
+			return (int)changed;
+		res->entries += (uint64_t)changed;
+		return STORE_OK;
+	case STORE_QUEUE_RETRY:
+		for (size_t i = 0; i < n; i++) {
+			c = sqlite__qact_one(txn, ST_QUEUE_RCPT_RETRY, ids[i], txn->now, true);
+			if (c < 0)
+				return (int)c;
+			changed += c;
+		}
+		res->rcpts += (uint64_t)changed;
+		/* An entry cut by the previous chunk (the position is inside it) is counted. */
+		res->entries += changed > 0 && queue_id != f->after;
+		return STORE_OK;
+	case STORE_QUEUE_DELETE:
+		if (!store_queue_filter_by_rcpt(f)) {
+			/* The whole entry: its rows first, to count them. */
+			changed = sqlite__qact_one(txn, ST_QUEUE_RCPTS_DROP, queue_id, 0, false);
+			if (changed < 0)
+				return (int)changed;
+			res->rcpts += (uint64_t)changed;
+			c = sqlite__qact_one(txn, ST_QUEUE_DELETE, queue_id, 0, false);
+			if (c < 0)
+				return (int)c;
+			res->entries += (uint64_t)c;
+			return STORE_OK;
+		}
+		for (size_t i = 0; i < n; i++) {
+			c = sqlite__qact_one(txn, ST_QUEUE_RCPT_DROP, ids[i], 0, false);
+			if (c < 0)
+				return (int)c;
+			changed += c;
+		}
+		res->rcpts += (uint64_t)changed;
+		c = sqlite__qact_drop_empty(txn, queue_id);
+		if (c < 0)
+			return (int)c;
+		res->entries += (uint64_t)c;
+		return STORE_OK;
+	}
+	return STORE_ERR_INVALID;
+}
+
+static int
+sqlite__queue_act(struct store_txn *txn, struct store_queue_filter *f,
+                  enum store_queue_action action, unsigned int limit,
+                  struct store_queue_act_result *res)
+{
+	int64_t *qids, *ids;
+	sqlite3_stmt *st;
+	size_t n = 0, start;
+	int rc, ret = STORE_OK;
+
+	if (f->until == 0) {
+		/* The first chunk: entries queued from now on are left alone. */
+		SQLITE__STMT(txn, st, ST_QUEUE_MAX_ID);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			f->until = sqlite3_column_int64(st, 0);
+		sqlite__done(st);
+		if (rc != SQLITE_ROW)
+			return sqlite__txn_fail(txn, rc, "cannot read the queue");
+		if (f->until == 0)
+			return STORE_OK; /* empty */
+	}
+	/* The chunk's rows are read first, then changed: no statement changes rows another one
+	 * is still reading. */
+	SQLITE__STMT(txn, st, sqlite__qfind_st(f));
+	qids = xcalloc(limit, sizeof(*qids));
+	ids = xcalloc(limit, sizeof(*ids));
+	sqlite__qfind_bind(st, f, limit);
+	while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ids[n] = sqlite3_column_int64(st, 0);
+		qids[n] = sqlite3_column_int64(st, 1);
+		n++;
+	}
+	sqlite__done(st);
+	if (n < limit && rc != SQLITE_DONE)
+		ret = sqlite__txn_fail(txn, rc, "cannot read the queue");
+	for (size_t i = 0; ret == STORE_OK && i < n; i = start) {
+		start = i;
+		while (start < n && qids[start] == qids[i])
+			start++;
+		ret = sqlite__qact_entry(txn, f, action, qids[i], ids + i, start - i, res);
+	}
+	if (ret == STORE_OK && n > 0) {
+		res->matched += n;
+		res->more = n == limit;
+		f->after = qids[n - 1];
+		f->after_rcpt = ids[n - 1];
+	}
+	free(qids);
+	free(ids);
+	return ret;
 }
 
 /* ---- Guard state ------------------------------------------------------------------------ */
@@ -2683,7 +2914,8 @@ const struct store_ops store__sqlite_ops = {
 	.queue_retry = sqlite__queue_retry,
 	.inbox_of = sqlite__inbox_of,
 	.queue_scan = sqlite__queue_scan,
-	.queue_list = sqlite__queue_list,
+	.queue_find = sqlite__queue_find,
+	.queue_act = sqlite__queue_act,
 	.domain_exists = sqlite__domain_exists,
 	.domain_list = sqlite__domain_list,
 	.account_get = sqlite__account_get,

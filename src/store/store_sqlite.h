@@ -3,6 +3,7 @@
 #define STORE_STORE_SQLITE_H
 
 #include "core/compat.h"
+#include "store/store.h"
 
 #include <sqlite3.h>
 
@@ -13,5 +14,8 @@
 ATTR_WUR int store__sqlite_migrate(sqlite3 *db, const char **error_r);
 /* The schema version this program writes. */
 int store__sqlite_schema_version(void);
+/* The SQL the engine runs for `queue list` and the actions with this filter (parameters as in
+ * store_sqlite.c), for tests that check its query plan. Static text. */
+const char *store__sqlite_queue_find_sql(const struct store_queue_filter *filter);
 
 #endif
