@@ -262,20 +262,22 @@ encoding_is(const struct mime_part *part, const char *name)
 }
 
 /* Appends to tmp the boundary as the parser takes it (mime_parser.c take_boundary): the
- * RFC 2231 form decoded, a plain value literally. Returns 0, or -1 when it could not be
- * written on a delimiter line of a 7-bit message. */
+ * RFC 2231 form decoded, a plain value literally. Returns 0; 1 when there is none (the parser
+ * saw no structure); -1 when it could not be written on a delimiter line of a 7-bit message. */
 static int
 get_boundary(const struct mime_part *part, struct buf *tmp)
 {
 	const struct mime_param *bp = mime_param_find(part->params, part->nparams, "boundary");
 
 	if (bp == NULL)
-		return -1; /* never: a MIME_KIND_MULTIPART has one */
+		return 1;
 	if (bp->name.s[bp->name.len - 1] == '*')
 		(void)mime_param_get(tmp, part->params, part->nparams, "boundary");
 	else
 		(void)buf_append(tmp, bp->value.s, bp->value.len);
-	if (tmp->err || tmp->len == 0 || tmp->len > MAX_BOUNDARY_7BIT)
+	if (tmp->len == 0 && !tmp->err)
+		return 1;
+	if (tmp->err || tmp->len > MAX_BOUNDARY_7BIT)
 		return -1;
 	for (size_t i = 0; i < tmp->len; i++) {
 		if (is_8bit_or_nul(tmp->data[i]) || tmp->data[i] == '\r' || tmp->data[i] == '\n')
@@ -380,15 +382,24 @@ conv_part(struct conv *c, const struct mime_part *part, unsigned int depth)
 	}
 	if (region_dirty(hdr, hlen))
 		return MIME_7BIT_HEADERS;
-	if (part->kind == MIME_KIND_LEAF)
+	if (part->kind == MIME_KIND_LEAF &&
+	    (!mime_part_is_type(part, "multipart", NULL) ||
+	     (part->flags & MIME_PART_NO_FINAL_BOUNDARY) != 0))
 		return conv_leaf(c, part);
 	if (depth >= MIME_7BIT_MAX_DEPTH)
 		return MIME_7BIT_ERROR; /* the parser's max_depth stops it first */
 
 	buf_init(&bnd, MAX_BOUNDARY_7BIT + 64);
-	if (part->kind == MIME_KIND_MULTIPART && get_boundary(part, &bnd) != 0) {
-		r = MIME_7BIT_HEADERS;
-		goto out;
+	if (part->kind != MIME_KIND_MESSAGE) {
+		/* A leaf here is a multipart whose close delimiter came before any part (RFC 2046
+		 * 5.1.1 wants one at least): no structure of its own, but its delimiter lines took
+		 * lines its parents would have taken, so it is written as a preamble, not encoded. */
+		int g = get_boundary(part, &bnd);
+
+		if (g != 0) {
+			r = g < 0 ? MIME_7BIT_HEADERS : conv_leaf(c, part);
+			goto out;
+		}
 	}
 	/* Content that is 7-bit now: "8bit" or "binary" would be a false label (Postfix does the
 	 * same); 7bit is the one RFC 2045 6.4 and RFC 2046 5.2.1 allow besides them. */
@@ -399,13 +410,13 @@ conv_part(struct conv *c, const struct mime_part *part, unsigned int depth)
 	pos = (size_t)part->body_offset;
 	for (const struct mime_part *child = part->children; child != NULL; child = child->next) {
 		write_gap(c, pos, (size_t)child->hdr_offset,
-		          part->kind == MIME_KIND_MULTIPART ? &bnd : NULL);
+		          part->kind != MIME_KIND_MESSAGE ? &bnd : NULL);
 		r = conv_part(c, child, depth + 1);
 		if (r != MIME_7BIT_CONVERTED)
 			goto out;
 		pos = (size_t)child->end_offset;
 	}
-	write_gap(c, pos, (size_t)part->end_offset, part->kind == MIME_KIND_MULTIPART ? &bnd : NULL);
+	write_gap(c, pos, (size_t)part->end_offset, part->kind != MIME_KIND_MESSAGE ? &bnd : NULL);
 out:
 	buf_deinit(&bnd);
 	return r;
