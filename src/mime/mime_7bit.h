@@ -52,8 +52,9 @@ enum mime_7bit_result {
  * text, less what a decoder skips (octets outside the alphabet and "="), in lines of 76. Multiparts and message/rfc822 are converted part by part (RFC 2046 5.2.1
  * forbids encoding a message/rfc822 as a whole); their "8bit" or "binary" label becomes
  * "7bit" once their content changed. Preamble and epilogue lines with 8-bit octets, NUL or
- * over 998 octets are emptied (their line ends stay); such a boundary delimiter line is
- * written again as "--boundary" or "--boundary--". Everything else is copied byte for byte.
+ * over 998 octets are emptied (their line ends stay), and so are those of a multipart closed
+ * before its first part; such a boundary delimiter line is written again as "--boundary" or
+ * "--boundary--". Everything else is copied byte for byte.
  *
  * The output has only octets 1..127, lines of at most 998 octets, and parses into the same
  * MIME tree. On any result but CONVERTED, out->len is what it was (out->err stays set when
