@@ -98,7 +98,8 @@ same_tree(const uint8_t *in, const struct mime_part *a, const uint8_t *out,
 		abort();
 	/* A multipart closed before any part is written like a preamble: no body to compare. */
 	if (a->kind == MIME_KIND_LEAF &&
-	    !(mime_part_is_type(a, "multipart", NULL) && !encoding_is(b, "base64"))) {
+	    !(mime_part_is_type(a, "multipart", NULL) &&
+	      (a->flags & MIME_PART_NO_FINAL_BOUNDARY) == 0)) {
 		struct buf da, db, norm;
 		bool text = mime_part_is_type(a, "text", NULL) || mime_part_is_type(a, "message", NULL);
 		bool was_encoded = encoding_is(a, "base64") || encoding_is(a, "quoted-printable");

@@ -97,7 +97,7 @@ same_tree(const uint8_t *in, const struct mime_part *a, const uint8_t *out,
 	/* A multipart closed before any part is written like a preamble: no body to compare. */
 	if (a->kind == MIME_KIND_LEAF &&
 	    !(mime_part_is_type(a, "multipart", NULL) &&
-	      (b->encoding.s == NULL || strcasecmp(b->encoding.s, "base64") != 0))) {
+	      (a->flags & MIME_PART_NO_FINAL_BOUNDARY) == 0)) {
 		struct buf da, db;
 		bool text = mime_part_is_type(a, "text", NULL) || mime_part_is_type(a, "message", NULL);
 		bool was_encoded = a->encoding.s != NULL &&
