@@ -43,18 +43,19 @@ enum mime_7bit_result {
  * Leaf parts whose body holds 8-bit octets, NUL or a line over 998 octets, whatever their
  * Content-Transfer-Encoding says (8bit, binary, 7bit mislabelled, absent), are re-encoded:
  * text and message types as quoted-printable (line breaks kept), any other type (a multipart
- * without usable structure too) as base64; the part gets
- * "Content-Transfer-Encoding: quoted-printable" or "base64" in place of its own field (at the
- * end of its header when it had none), and a message header that lacks MIME-Version gets
- * "MIME-Version: 1.0" (a Content-Type is not added: the default text/plain; charset=us-ascii
- * is wrong for 8-bit text, but the real charset is unknown; Postfix leaves it alone too). A
- * body already in quoted-printable is decoded and encoded again; one in base64 keeps its
- * text, less what a decoder skips (octets outside the alphabet and "="), in lines of 76. Multiparts and message/rfc822 are converted part by part (RFC 2046 5.2.1
- * forbids encoding a message/rfc822 as a whole); their "8bit" or "binary" label becomes
- * "7bit" once their content changed. Preamble and epilogue lines with 8-bit octets, NUL or
- * over 998 octets are emptied (their line ends stay), and so are those of a multipart closed
- * before its first part; such a boundary delimiter line is written again as "--boundary" or
- * "--boundary--". Everything else is copied byte for byte.
+ * without usable structure too) as base64; the part gets "Content-Transfer-Encoding:
+ * quoted-printable" or "base64" in place of its own field (at the end of its header when it
+ * had none), and a message header that lacks MIME-Version gets "MIME-Version: 1.0" (no
+ * Content-Type is added: the default text/plain; charset=us-ascii is wrong for 8-bit text,
+ * but the real charset is unknown; Postfix leaves it alone too). A body that is
+ * quoted-printable already is decoded and encoded again; a base64 one keeps only the alphabet
+ * and "=" (what a decoder reads), in lines of 76. Multiparts and message/rfc822 are converted
+ * part by part (RFC 2046 5.2.1 forbids encoding a message/rfc822 as a whole); their "8bit" or
+ * "binary" label becomes "7bit" once their content changed. Preamble and epilogue lines with
+ * 8-bit octets, NUL or over 998 octets are emptied (their line ends stay), and so are those of
+ * a multipart closed before its first part; such a boundary delimiter line is written again
+ * as "--boundary" or "--boundary--". Everything else is copied byte for byte. No encoded
+ * line starts with "--" (its first dash is written "=2D"), so none can pass for a boundary.
  *
  * The output has only octets 1..127, lines of at most 998 octets, and parses into the same
  * MIME tree. On any result but CONVERTED, out->len is what it was (out->err stays set when
