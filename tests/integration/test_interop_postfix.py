@@ -16,9 +16,10 @@ No DNS from Postfix, by configuration: every next hop is a numeric address in br
 and `smtp_host_lookup = native` (the client never asks DNS, and glibc answers numeric addresses
 without a query); `smtpd_peername_lookup = no` (no reverse lookup of the client);
 `myhostname`/`mydomain` are set (no lookup of the machine's name); `inet_interfaces` and
-`mynetworks` are numeric; no DNS-based restrictions. Checked once by hand with
-`strace -f -e trace=connect,sendto` on the master's process tree during a run of this file:
-no connect or sendto to port 53 (the only port 53 traffic was Postamt's to the test's dnsmasq).
+`mynetworks` are numeric; no DNS-based restrictions. Checked once by hand, a run of this whole
+file under `strace -f -e trace=connect,sendto,sendmsg` (Postfix's daemons included): every
+inet connect or sendto went to 127.0.0.1, none to port 53 (Postamt's MX lookups go to the
+test's dnsmasq on another port).
 
 Postfix's master wants root (its daemons switch to user postfix); the tests skip when not run as
 root or when Postfix is not installed (`make test-deps` installs it without a system instance).
@@ -320,7 +321,9 @@ smtp_tls_loglevel = 1
             time.sleep(0.1)
         if self.own_processes():
             self.postfix("abort", check=False)
-            time.sleep(0.5)
+            deadline = time.monotonic() + 5
+            while self.own_processes() and time.monotonic() < deadline:
+                time.sleep(0.1)
         for pid in self.own_processes():
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -505,7 +508,7 @@ def test_several_messages_one_connection(make_server, make_postfix):
     deferred while Postfix is not there yet, then made due together with `queue retry`."""
     pf = make_postfix()
     srv = postamt(make_server, f"{REMOTE}=127.0.0.1:{pf.port}",
-                  {"queue.connections_per_destination": "1", "queue.interval": "1s"})
+                  {"queue.connections_per_destination": "1"})
     srv.start()
     for i in range(3):
         submit(srv, [f"friend@{REMOTE}"], subject=f"number {i}")
