@@ -32,7 +32,6 @@ import os
 import pwd
 import random
 import re
-import shutil
 import signal
 import smtplib
 import socket
@@ -145,7 +144,6 @@ class Postfix:
         self.maillog = os.path.join(root, "maillog")
         self.port = free_port()
         self.started = False
-        self.master = None
 
     def configure(self, relay_port=None, tls=False, verbose_smtpd=False, access=None):
         for d in (self.root, self.etc, self.spool, self.vmail):
@@ -423,7 +421,7 @@ def submit(srv, rcpts, subject="interop", body="Hello, Postfix.\r\n.a leading do
 
 
 def body_of(message):
-    return message.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in message else message.split(b"\n\n", 1)[1]
+    return message.split(b"\r\n\r\n", 1)[1]
 
 
 def crlf(data):
