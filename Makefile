@@ -10,7 +10,7 @@ RUN_DIR    ?= var
 # Debian packages: build and run (DEPS), and what the tests use on top (TEST_DEPS).
 DEPS      = build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev \
             libc-ares-dev libcrypt-dev zlib1g-dev openssl ca-certificates
-TEST_DEPS = libcmocka-dev python3 python3-pytest clang dnsmasq-base isync fetchmail
+TEST_DEPS = libcmocka-dev python3 python3-pytest clang dnsmasq-base isync fetchmail postfix
 
 .PHONY: all build run test deps test-deps unit integration fuzz docs clean
 
