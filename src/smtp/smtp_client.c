@@ -10,6 +10,7 @@
 
 #include "core/base64.h"
 #include "core/log.h"
+#include "mime/mime_7bit.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -125,6 +127,8 @@ struct smtp_client {
 	uint64_t body_left;  /* BDAT: bytes of the chunk still to send from the file */
 	bool body_add_crlf;  /* the file does not end with CRLF: one is sent after it */
 	char **names;        /* copy of opts.verify_names */
+	int conv_fd;         /* the message converted to 7 bits (a memfd), or -1 */
+	uint64_t conv_size;
 	bool pipelined;      /* this transaction's MAIL, RCPTs and DATA went out together */
 	size_t skip;         /* SC_SKIP: replies still to discard, count */
 	bool tls_active;
@@ -187,6 +191,8 @@ sc_free_cb(evutil_socket_t fd, short what, void *arg)
 		bufferevent_free(c->bev);
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->conv_fd >= 0)
+		close(c->conv_fd);
 	free(c->accepted);
 	for (size_t i = 0; c->names != NULL && c->names[i] != NULL; i++)
 		free(c->names[i]);
@@ -317,29 +323,141 @@ sc_send_pipelined(struct smtp_client *c, const char *mail)
 	sc_send(c, SC_MAIL, "DATA");
 }
 
-/* Starts the next message, or QUIT when there is none. */
+/* The length of a leading Return-Path field (added at acceptance; the receiving MTA adds its
+ * own at final delivery, RFC 5321 4.4) with its continuation lines (RFC 5322 2.2.3), or 0. */
+static size_t
+sc_return_path_len(const uint8_t *head, size_t n)
+{
+	const uint8_t *q = head, *end = head + n;
+
+	if (n < 12 || strncasecmp((const char *)head, "Return-Path:", 12) != 0)
+		return 0;
+	for (;;) {
+		const uint8_t *nl = memchr(q, '\n', (size_t)(end - q));
+
+		if (nl == NULL)
+			return n;
+		q = nl + 1;
+		if (q >= end || (*q != ' ' && *q != '\t'))
+			return (size_t)(q - head);
+	}
+}
+
+/* The peer has no 8BITMIME (RFC 6152 3): an 8-bit message goes as its 7-bit equivalent
+ * (c->conv_fd), a clean one as it is. -1 with why (a permanent reply) when it cannot go. */
+static int
+sc_prepare_7bit(struct smtp_client *c, const struct smtp_client_msg *msg, char *why,
+                size_t whylen)
+{
+	struct buf in, out;
+	enum mime_7bit_result res;
+	uint8_t chunk[65536];
+	size_t skip;
+	int fd = open(msg->path, O_RDONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0) {
+		(void)snprintf(why, whylen, "cannot open the message file");
+		return -2;
+	}
+	buf_init(&in, SIZE_MAX / 2);
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -2 : 0;
+			break;
+		}
+		(void)buf_append(&in, chunk, (size_t)n);
+	}
+	close(fd);
+	if (ret < 0 || in.err != 0) {
+		buf_deinit(&in);
+		(void)snprintf(why, whylen, "cannot read the message file");
+		return -2;
+	}
+	skip = sc_return_path_len(in.data, in.len);
+	buf_init(&out, (in.len - skip) * 4 + 65536);
+	res = mime_to_7bit(in.data + skip, in.len - skip, &out);
+	buf_deinit(&in);
+	switch (res) {
+	case MIME_7BIT_CLEAN:
+		break;
+	case MIME_7BIT_CONVERTED:
+		c->conv_fd = memfd_create("postamt-7bit", MFD_CLOEXEC);
+		if (c->conv_fd < 0 || write(c->conv_fd, out.data, out.len) != (ssize_t)out.len) {
+			(void)snprintf(why, whylen, "cannot keep the converted message");
+			ret = -2;
+			break;
+		}
+		c->conv_size = out.len;
+		break;
+	case MIME_7BIT_HEADERS:
+		(void)snprintf(why, whylen, "554 5.6.7 the message has 8-bit header fields and "
+		               "the destination supports neither SMTPUTF8 nor 8BITMIME");
+		ret = -1;
+		break;
+	case MIME_7BIT_ERROR:
+	default:
+		(void)snprintf(why, whylen, "554 5.6.3 the destination does not support 8BITMIME "
+		               "and the message cannot be converted to 7 bits");
+		ret = -1;
+		break;
+	}
+	buf_deinit(&out);
+	return ret;
+}
+
+/* Starts the next message, or QUIT when there is none. A message that cannot go to this peer
+ * at all gets its permanent answer without a transaction, and the next one is taken. */
 static void
 sc_next(struct smtp_client *c)
 {
-	struct smtp_client_msg *msg = c->cb.next_msg(c->ctx);
+	struct smtp_client_msg *msg;
 	struct buf cmd;
 	bool utf8;
 
-	if (msg == NULL) {
-		sc_send(c, SC_QUIT, "QUIT");
-		return;
+	for (;;) {
+		char why[256];
+		int ret = 0;
+
+		msg = c->cb.next_msg(c->ctx);
+		if (msg == NULL) {
+			sc_send(c, SC_QUIT, "QUIT");
+			return;
+		}
+		c->msg = msg;
+		c->rcpt_i = 0;
+		c->naccepted = 0;
+		c->accepted = xcalloc(msg->nrcpts > 0 ? msg->nrcpts : 1, sizeof(bool));
+		if (c->conv_fd >= 0)
+			close(c->conv_fd);
+		c->conv_fd = -1;
+		utf8 = sc_has_8bit(msg->sender);
+		for (size_t i = 0; i < msg->nrcpts; i++)
+			utf8 = utf8 || sc_has_8bit(msg->rcpts[i].address);
+		if (utf8 && !c->ext_smtputf8) {
+			/* RFC 6531 3.2: no downgrade of addresses; the sender learns why. */
+			(void)snprintf(why, sizeof(why), "553 5.6.7 the destination does not "
+			               "support SMTPUTF8, which this message's addresses need");
+			ret = -1;
+		} else if (!c->ext_8bitmime) {
+			ret = sc_prepare_7bit(c, msg, why, sizeof(why));
+		}
+		if (ret == 0)
+			break;
+		/* -1: permanent for this peer; -2: local trouble, try again later. */
+		sc_msg_finish(c, ret == -1 ? (unsigned int)((why[0] - '0') * 100 +
+		                                            (why[1] - '0') * 10 + (why[2] - '0')) :
+		                             0,
+		              why);
 	}
-	c->msg = msg;
-	c->rcpt_i = 0;
-	c->naccepted = 0;
-	c->accepted = xcalloc(msg->nrcpts > 0 ? msg->nrcpts : 1, sizeof(bool));
-	utf8 = sc_has_8bit(msg->sender);
-	for (size_t i = 0; i < msg->nrcpts; i++)
-		utf8 = utf8 || sc_has_8bit(msg->rcpts[i].address);
 	buf_init(&cmd, 2048);
 	(void)buf_printf(&cmd, "MAIL FROM:<%s>", msg->sender);
 	if (c->ext_size)
-		(void)buf_printf(&cmd, " SIZE=%llu", (unsigned long long)msg->size);
+		(void)buf_printf(&cmd, " SIZE=%llu",
+		                 (unsigned long long)(c->conv_fd >= 0 ? c->conv_size : msg->size));
 	if (c->ext_8bitmime)
 		(void)buf_append_str(&cmd, " BODY=8BITMIME");
 	if (utf8 && c->ext_smtputf8)
@@ -375,7 +493,13 @@ sc_open_body(struct smtp_client *c)
 	ssize_t n;
 	size_t skip = 0;
 
-	c->fd = open(c->msg->path, O_RDONLY | O_CLOEXEC);
+	if (c->conv_fd >= 0) {
+		/* The 7-bit form, made without the Return-Path field. */
+		c->fd = c->conv_fd;
+		c->conv_fd = -1;
+	} else {
+		c->fd = open(c->msg->path, O_RDONLY | O_CLOEXEC);
+	}
 	if (c->fd < 0 || fstat(c->fd, &st) < 0)
 		return -1;
 	do
@@ -383,22 +507,7 @@ sc_open_body(struct smtp_client *c)
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -1;
-	if (n >= 12 && strncasecmp((const char *)head, "Return-Path:", 12) == 0) {
-		const uint8_t *q = head, *end = head + n;
-
-		for (;;) {
-			const uint8_t *nl = memchr(q, '\n', (size_t)(end - q));
-
-			if (nl == NULL) {
-				q = end;
-				break;
-			}
-			q = nl + 1;
-			if (q >= end || (*q != ' ' && *q != '\t'))
-				break;
-		}
-		skip = (size_t)(q - head);
-	}
+	skip = sc_return_path_len(head, (size_t)n);
 	if (lseek(c->fd, (off_t)skip, SEEK_SET) < 0)
 		return -1;
 	c->body_left = (uint64_t)st.st_size - skip;
@@ -939,6 +1048,7 @@ smtp_client_start(struct event_base *base, const struct sockaddr *addr, socklen_
 	}
 	c->opts.verify_names = NULL; /* c->names holds the copy */
 	c->fd = -1;
+	c->conv_fd = -1;
 	c->state = SC_CONNECT;
 	c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (c->bev == NULL) {

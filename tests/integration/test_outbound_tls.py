@@ -1,9 +1,10 @@
-"""Outbound TLS levels and CHUNKING: Postamt's queue runner delivering to a receiving SMTP
+"""Outbound TLS levels, CHUNKING and 8-bit mail to peers without 8BITMIME: Postamt's queue runner delivering to a receiving SMTP
 server the test runs on loopback, which offers STARTTLS (with a certificate from a CA the test
 makes) and CHUNKING or not. A destination that cannot meet its TLS level is deferred, with the
 reason, and gets no MAIL command."""
 import json
 import os
+import smtplib
 import socketserver
 import ssl
 import subprocess
@@ -11,8 +12,8 @@ import threading
 
 import pytest
 
-from conftest import queue_count
-from test_outbound import outbound_server, submit, wait_for
+from conftest import mailbox_messages, queue_count
+from test_outbound import PW, outbound_server, submit, wait_for
 
 
 def make_certs(d):
@@ -50,7 +51,8 @@ class TlsSink:
     """An SMTP server with optional STARTTLS (cert = (pem, key)) and CHUNKING. Records each
     message as (transfer, mail, rcpts, data), transfer "DATA" or "BDAT", and the commands."""
 
-    def __init__(self, cert=None, chunking=False, pipelining=False, bdat_reply=None):
+    def __init__(self, cert=None, chunking=False, pipelining=False, bdat_reply=None,
+                 eightbit=True):
         self.messages = []
         self.commands = []
         self.tls_used = []
@@ -78,7 +80,7 @@ class TlsSink:
                     sink.commands.append(cmd)
                     verb = cmd.split(" ", 1)[0].upper()
                     if verb == "EHLO":
-                        exts = ["SIZE 10000000", "8BITMIME"]
+                        exts = ["SIZE 10000000"] + (["8BITMIME"] if eightbit else [])
                         if ctx is not None and not tls:
                             exts.append("STARTTLS")
                         if chunking:
@@ -289,3 +291,68 @@ def test_refused_bdat_resets_and_next_message_goes(make_server, sinks):
              what="delivery after the refusal")
     assert sink.messages[0][0] == "REFUSED"
     wait_for(lambda: queue_count(srv) == 0, what="empty queue")
+
+
+# ---- 8-bit mail to a server without 8BITMIME (RFC 6152 3) ----------------------------------
+
+def send_raw(srv, message, rcpts=("friend@remote.example",), sender="alice@example.test",
+             options=()):
+    ctx = ssl.create_default_context(cafile=srv.cert)
+    ctx.check_hostname = False
+    with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=15) as c:
+        c.starttls(context=ctx)
+        c.login("alice@example.test", PW)
+        assert c.sendmail(sender, list(rcpts), message, mail_options=list(options)) == {}
+
+
+def test_8bit_body_is_converted_for_a_7bit_peer(make_server, sinks):
+    sink = sinks(eightbit=False)
+    srv = outbound_server(make_server, sink.port)
+    body = "Grüße aus Köln, 5 € = fünf Euro.\r\n"
+    msg = ("From: alice@example.test\r\nTo: friend@remote.example\r\nSubject: umlauts\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           "Content-Transfer-Encoding: 8bit\r\n\r\n" + body).encode()
+    send_raw(srv, msg, options=["BODY=8BITMIME"])
+    wait_for(lambda: len(sink.messages) == 1, what="delivery")
+    _, mail, _, data = sink.messages[0]
+    assert "BODY=" not in mail
+    assert all(b < 0x80 for b in data)
+    assert b"Content-Transfer-Encoding: quoted-printable" in data
+    assert b"Content-Transfer-Encoding: 8bit" not in data
+    import quopri
+    decoded = quopri.decodestring(data.split(b"\r\n\r\n", 1)[1])
+    assert decoded.replace(b"\r\n", b"\n") == body.encode().replace(b"\r\n", b"\n")
+    wait_for(lambda: queue_count(srv) == 0, what="empty queue")
+
+
+def test_7bit_message_goes_unchanged_to_a_7bit_peer(make_server, sinks):
+    sink = sinks(eightbit=False)
+    srv = outbound_server(make_server, sink.port)
+    sent = submit(srv, body="plain ascii\r\n")
+    wait_for(lambda: len(sink.messages) == 1, what="delivery")
+    assert sink.messages[0][3].endswith(sent[sent.index(b"From:"):])
+
+
+def test_8bit_header_to_a_7bit_peer_bounces(make_server, sinks):
+    sink = sinks(eightbit=False)
+    srv = outbound_server(make_server, sink.port)
+    msg = ("From: alice@example.test\r\nTo: friend@remote.example\r\nSubject: Grüße\r\n"
+           "\r\nbody\r\n").encode()
+    send_raw(srv, msg, options=["BODY=8BITMIME"])
+    wait_for(lambda: len(mailbox_messages(srv, "alice@example.test")) == 1, what="bounce")
+    bounce = mailbox_messages(srv, "alice@example.test")[0][1]
+    assert b"Status: 5.6.7" in bounce
+    assert sink.messages == [] and not any(c.startswith("MAIL") for c in sink.commands)
+    wait_for(lambda: queue_count(srv) == 0, what="empty queue")
+
+
+def test_utf8_address_to_a_peer_without_smtputf8_bounces(make_server, sinks):
+    sink = sinks()
+    srv = outbound_server(make_server, sink.port)
+    msg = ("From: alice@example.test\r\nTo: jörg@remote.example\r\nSubject: hi\r\n"
+           "\r\nbody\r\n").encode()
+    send_raw(srv, msg, rcpts=("jörg@remote.example",), options=["SMTPUTF8", "BODY=8BITMIME"])
+    wait_for(lambda: len(mailbox_messages(srv, "alice@example.test")) == 1, what="bounce")
+    bounce = mailbox_messages(srv, "alice@example.test")[0][1]
+    assert b"Status: 5.6.7" in bounce and b"SMTPUTF8" in bounce
+    assert sink.messages == []
