@@ -37,6 +37,10 @@
  * share looks at twice as many next time, up to QUEUE_EXAMINE_MAX. */
 #define QUEUE_EXAMINE_FACTOR 8
 #define QUEUE_EXAMINE_MAX 65536
+/* MX lookups are remembered this long (c-ares here keeps no cache; the answers' TTLs are not
+ * reported, so a short fixed time), for at most this many domains. */
+#define QUEUE_MX_CACHE_SECS 60
+#define QUEUE_MX_CACHE_MAX 10000
 /* The main read starts over this often, to find what became due behind its position (mail
  * released by an operator, outcomes that could not be recorded). */
 #define QUEUE_LAP_MS 5000
@@ -135,6 +139,13 @@ struct queue_outcome {
 	char *sender;    /* whose share the recipients leave */
 };
 
+/* The hosts of a domain's MX, as a lookup found them. */
+struct queue_mx_cached {
+	int64_t expires; /* seconds */
+	size_t n;
+	struct dns_target targets[];
+};
+
 /* A sending account's recipients in memory, for its fair share. */
 struct queue_sender {
 	size_t n;
@@ -165,6 +176,8 @@ struct queue_runner {
 	struct hmap *inflight; /* rcpt id (8 bytes) -> (void *)1 */
 	struct hmap *dests;    /* key -> struct queue_dest */
 	struct hmap *senders;  /* sender -> struct queue_sender */
+	struct hmap *mx_cache; /* lower-case domain -> struct queue_mx_cached */
+	int64_t mx_swept;      /* seconds: last removal of expired entries */
 	/* Reads: the main read goes through the due mail in delivery order from where it
 	 * stopped; a front read starts from the beginning, for mail passed over earlier. */
 	struct store_queue_cursor cursor;
@@ -758,6 +771,18 @@ queue_dispatch(struct queue_runner *qr, struct queue_dest *dest)
 			return;
 	}
 	if (dest->state == QUEUE_DEST_LOOKUP && dest->head != NULL) {
+		struct queue_mx_cached *mc = hmap_get(qr->mx_cache, dest->domain,
+		                                      strlen(dest->domain));
+
+		if (mc != NULL && mc->expires > queue_now()) {
+			dest->targets = xrealloc(dest->targets, mc->n * sizeof(*dest->targets));
+			memcpy(dest->targets, mc->targets, mc->n * sizeof(*dest->targets));
+			dest->ntargets = mc->n;
+			dest->next_target = 0;
+			dest->state = QUEUE_DEST_READY;
+		}
+	}
+	if (dest->state == QUEUE_DEST_LOOKUP && dest->head != NULL) {
 		dest->state = QUEUE_DEST_RESOLVING;
 		dns_resolve_mx(qr->dns, dest->domain, (uint16_t)qr->opts.mx_port, queue_dns_done,
 		               dest);
@@ -852,6 +877,17 @@ queue_dns_done(enum dns_status status, const struct dns_target *targets, size_t 
 	if (stopping)
 		return;
 	if (status == DNS_OK) {
+		struct queue_mx_cached *mc = hmap_get(qr->mx_cache, dest->domain,
+		                                      strlen(dest->domain));
+
+		if (mc != NULL || hmap_count(qr->mx_cache) < QUEUE_MX_CACHE_MAX) {
+			free(mc);
+			mc = xmalloc(sizeof(*mc) + n * sizeof(*targets));
+			mc->expires = queue_now() + QUEUE_MX_CACHE_SECS;
+			mc->n = n;
+			memcpy(mc->targets, targets, n * sizeof(*targets));
+			(void)hmap_put(qr->mx_cache, dest->domain, strlen(dest->domain), mc);
+		}
 		dest->targets = xrealloc(dest->targets, n * sizeof(*targets));
 		memcpy(dest->targets, targets, n * sizeof(*targets));
 		dest->ntargets = n;
@@ -1096,6 +1132,20 @@ queue_sweep_dest(const void *key, size_t keylen, void *value, void *ctx)
 	return true;
 }
 
+static bool
+queue_sweep_mx(const void *key, size_t keylen, void *value, void *ctx)
+{
+	struct queue_mx_cached *mc = value;
+	const int64_t *now = ctx;
+
+	(void)key;
+	(void)keylen;
+	if (mc->expires > *now)
+		return false;
+	free(mc);
+	return true;
+}
+
 static void
 queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1118,6 +1168,10 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 	if (qr->starved)
 		return;
 	hmap_foreach(qr->dests, queue_sweep_dest, qr);
+	if (queue_now() - qr->mx_swept >= QUEUE_MX_CACHE_SECS) {
+		qr->mx_swept = queue_now();
+		hmap_foreach(qr->mx_cache, queue_sweep_mx, &qr->mx_swept);
+	}
 	limit = (unsigned int)MIN(qr->opts.batch, qr->opts.max_in_flight - ninflight);
 	if (front) {
 		store_queue_cursor_reset(&front_cursor);
@@ -1460,6 +1514,7 @@ queue_runner_new(struct store *store, const struct queue_options *opts,
 	qr->inflight = hmap_new();
 	qr->dests = hmap_new();
 	qr->senders = hmap_new();
+	qr->mx_cache = hmap_new();
 	store_queue_cursor_reset(&qr->cursor);
 	qr->lap_started = queue_mono_ms();
 	qr->examine = (unsigned int)MAX(opts->batch * QUEUE_EXAMINE_FACTOR, 1024);
@@ -1538,8 +1593,9 @@ queue_runner_stop(struct queue_runner *qr)
 		hmap_foreach(qr->dests, queue_free_dest, NULL);
 }
 
+/* Frees a value of a map that owns plain allocations (senders, the MX cache). */
 static bool
-queue_free_sender(const void *key, size_t keylen, void *value, void *ctx)
+queue_free_value(const void *key, size_t keylen, void *value, void *ctx)
 {
 	(void)key;
 	(void)keylen;
@@ -1577,8 +1633,12 @@ queue_runner_free(struct queue_runner **runner)
 		hmap_free(&qr->inflight);
 	}
 	if (qr->senders != NULL) {
-		hmap_foreach(qr->senders, queue_free_sender, NULL);
+		hmap_foreach(qr->senders, queue_free_value, NULL);
 		hmap_free(&qr->senders);
+	}
+	if (qr->mx_cache != NULL) {
+		hmap_foreach(qr->mx_cache, queue_free_value, NULL);
+		hmap_free(&qr->mx_cache);
 	}
 	queue_free_config(qr);
 	pthread_mutex_destroy(&qr->lock);

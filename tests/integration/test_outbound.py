@@ -378,6 +378,22 @@ def free_udp_tcp_port():
     raise RuntimeError("no free port")
 
 
+class Resolver(str):
+    """The resolver's address, and the log of the queries it was asked."""
+
+    def __new__(cls, addr, log):
+        obj = super().__new__(cls, addr)
+        obj.log = log
+        return obj
+
+    def queries(self, name, qtype="MX"):
+        try:
+            with open(self.log) as f:
+                return sum(1 for line in f if f"query[{qtype}] {name} " in line)
+        except FileNotFoundError:
+            return 0
+
+
 @pytest.fixture
 def dns(tmpdir_world):
     if not os.path.exists(DNSMASQ):
@@ -396,14 +412,16 @@ def dns(tmpdir_world):
         # RFC 7505 null MX: preference 0, the root name.
         "--dns-rr=nullmx.test,15,000000",
     ]
+    log = os.path.join(tmpdir_world, "dnsmasq.log")
     p = subprocess.Popen([DNSMASQ, "-k", f"--port={port}", "--listen-address=127.0.0.1",
+                          "--log-queries", f"--log-facility={log}",
                           "--bind-interfaces", "--no-resolv", "--no-hosts",
                           "--conf-file=/dev/null", "--local=/test/",
                           f"--pid-file={os.path.join(tmpdir_world, 'dnsmasq.pid')}"] + records,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.3)
     assert p.poll() is None, p.stderr.read()
-    yield f"127.0.0.1:{port}"
+    yield Resolver(f"127.0.0.1:{port}", log)
     p.terminate()
     p.wait(10)
 
@@ -420,6 +438,16 @@ def test_delivery_via_mx(make_server, sink, dns, domain):
     wait_for(lambda: len(sink.messages) == 1, what=f"delivery to {domain}")
     assert sink.messages[0][1] == [f"RCPT TO:<friend@{domain}>"]
     wait_for(lambda: queue_count(srv) == 0, what="empty queue")
+
+
+def test_mx_answers_are_remembered(make_server, sink, dns):
+    srv = mx_server(make_server, dns, sink.port)
+    submit(srv, rcpts=("friend@mx.test",), subject="first")
+    wait_for(lambda: len(sink.messages) == 1, what="first delivery")
+    wait_for(lambda: queue_count(srv) == 0, what="empty queue")
+    submit(srv, rcpts=("other@mx.test",), subject="second")
+    wait_for(lambda: len(sink.messages) == 2, what="second delivery")
+    assert dns.queries("mx.test") == 1
 
 
 def test_null_mx_bounces_at_once(make_server, sink, dns):
