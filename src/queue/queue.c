@@ -169,7 +169,9 @@ struct queue_runner {
 	struct dns_resolver *dns;
 
 	struct event_base *base;
-	struct event *tick, *wake, *stop;
+	/* tick: the interval timer; kick: a read now. Two events, because activating a
+	 * persistent timer by hand moves its next expiry one interval later each time. */
+	struct event *tick, *kick, *wake, *stop;
 	pthread_t thread;
 	bool have_thread;
 
@@ -184,6 +186,7 @@ struct queue_runner {
 	uint64_t lap_started;  /* ms, monotonic: the main read's last start over */
 	unsigned int examine;  /* rows the next main read may look at */
 	bool front_wanted;
+	bool passed_behind;    /* the main read passed mail over since it last started over */
 	bool starved;          /* the last read stopped at max_in_flight */
 	size_t sender_share;   /* recipients of one sender in memory at most */
 	struct queue_session *sessions;
@@ -226,7 +229,7 @@ static void
 queue_restart_lap(struct queue_runner *qr)
 {
 	qr->front_wanted = true;
-	event_active(qr->tick, EV_TIMEOUT, 0);
+	event_active(qr->kick, EV_TIMEOUT, 0);
 }
 
 static void
@@ -1182,6 +1185,7 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 	} else if (mono - qr->lap_started >= QUEUE_LAP_MS) {
 		store_queue_cursor_reset(&qr->cursor);
 		qr->lap_started = mono;
+		qr->passed_behind = false;
 	}
 	skip = xcalloc(ninflight > 0 ? ninflight : 1, sizeof(*skip));
 	w = skip;
@@ -1196,6 +1200,14 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 	                       queue_due_cb, &rd);
 	free(skip);
 	if (!front) {
+		if (rd.passed > 0)
+			qr->passed_behind = true;
+		if (cursor->end && qr->passed_behind) {
+			/* Read to the end: what was passed over is behind the position. */
+			store_queue_cursor_reset(&qr->cursor);
+			qr->lap_started = mono;
+			qr->passed_behind = false;
+		}
 		/* Only mail over its share: look further next time (a destination with a huge
 		 * backlog in one block does not hide the mail behind it for long). */
 		if (rd.found == 0 && rd.passed > 0)
@@ -1246,7 +1258,7 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 	 * be due right now. One that found only mail over its share waits for the next tick. */
 	if (ret >= 0 && limit > 0 &&
 	    (rd.found == limit || (!cursor->end && (rd.found > 0 || rd.passed == 0))))
-		event_active(qr->tick, EV_TIMEOUT, 0);
+		event_active(qr->kick, EV_TIMEOUT, 0);
 }
 
 /* n recipients of sender left memory. */
@@ -1295,7 +1307,7 @@ queue_wake_cb(evutil_socket_t fd, short what, void *arg)
 	/* Reads that stopped at max_in_flight go on once there is room again. */
 	if (freed && qr->starved &&
 	    hmap_count(qr->inflight) + qr->opts.batch / 2 < qr->opts.max_in_flight)
-		event_active(qr->tick, EV_TIMEOUT, 0);
+		event_active(qr->kick, EV_TIMEOUT, 0);
 }
 
 void
@@ -1303,7 +1315,7 @@ queue_runner_kick(struct queue_runner *qr)
 {
 	pthread_mutex_lock(&qr->lock);
 	if (!qr->stopping)
-		event_active(qr->tick, EV_TIMEOUT, 0);
+		event_active(qr->kick, EV_TIMEOUT, 0);
 	pthread_mutex_unlock(&qr->lock);
 }
 
@@ -1527,15 +1539,16 @@ queue_runner_new(struct store *store, const struct queue_options *opts,
 	if (dns_resolver_new(qr->base, opts->resolvers, opts->dns_timeout, &qr->dns, error_r) < 0)
 		goto fail;
 	qr->tick = event_new(qr->base, -1, EV_PERSIST, queue_tick_cb, qr);
+	qr->kick = event_new(qr->base, -1, 0, queue_tick_cb, qr);
 	qr->wake = event_new(qr->base, -1, 0, queue_wake_cb, qr);
 	qr->stop = event_new(qr->base, -1, 0, queue_stop_cb, qr);
-	if (qr->tick == NULL || qr->wake == NULL || qr->stop == NULL ||
+	if (qr->tick == NULL || qr->kick == NULL || qr->wake == NULL || qr->stop == NULL ||
 	    event_add(qr->tick, &tv) < 0) {
 		*error_r = "cannot create the queue timers";
 		goto fail;
 	}
 	/* The first look right away: mail queued before a restart goes out at once. */
-	event_active(qr->tick, EV_TIMEOUT, 0);
+	event_active(qr->kick, EV_TIMEOUT, 0);
 	if (pthread_create(&qr->thread, NULL, queue_thread, qr) != 0) {
 		*error_r = "cannot start the queue thread";
 		goto fail;
@@ -1620,6 +1633,8 @@ queue_runner_free(struct queue_runner **runner)
 	}
 	if (qr->tick != NULL)
 		event_free(qr->tick);
+	if (qr->kick != NULL)
+		event_free(qr->kick);
 	if (qr->wake != NULL)
 		event_free(qr->wake);
 	if (qr->stop != NULL)
