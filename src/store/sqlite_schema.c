@@ -272,12 +272,14 @@ static const char store__schema_v5[] =
  * the domain with its entries in queue order, and partial indexes for the held and the
  * deferred recipients (held is the entry's flag, copied onto each row by the v3 triggers).
  * The sender and domain indexes of v1 (binary sender; domain without queue order) are
- * replaced. */
+ * replaced. `queue stats` reads only indexes: the domain index carries the state, and one
+ * index holds class, state and held. */
 static const char store__schema_v6[] =
 	"DROP INDEX queue_sender;"
 	"CREATE INDEX queue_sender ON queue(sender COLLATE NOCASE);"
 	"DROP INDEX queue_rcpts_domain;"
-	"CREATE INDEX queue_rcpts_domain ON queue_rcpts(domain, queue_id);"
+	"CREATE INDEX queue_rcpts_domain ON queue_rcpts(domain, queue_id, id, state);"
+	"CREATE INDEX queue_rcpts_class ON queue_rcpts(priority, state, held);"
 	"CREATE INDEX queue_rcpts_rcpt ON queue_rcpts(rcpt COLLATE NOCASE, queue_id);"
 	"CREATE INDEX queue_rcpts_held ON queue_rcpts(queue_id) WHERE held = 1;"
 	"CREATE INDEX queue_rcpts_deferred ON queue_rcpts(queue_id) WHERE state = 1;";

@@ -260,11 +260,15 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_MAILBOX_DELETE] = "DELETE FROM mailboxes WHERE id = ?1",
 	[ST_MAILBOX_DELETE_MESSAGES] = "DELETE FROM messages WHERE mailbox_id = ?1",
 	[ST_QSTATS_COUNT] = "SELECT count(*), coalesce(min(created), 0) FROM queue",
+	/* Both from indexes alone (no table rows): a million recipients in a fraction of a
+	 * second. The oldest entry of a domain is its lowest queue id (ids grow with time). */
 	[ST_QSTATS_CLASSES] = "SELECT priority, state, held, count(*) FROM queue_rcpts "
-	                      "GROUP BY priority, state, held",
-	[ST_QSTATS_DOMAINS] = "SELECT r.domain, count(*), sum(r.state = 1), min(q.created) "
-	                      "FROM queue_rcpts r JOIN queue q ON q.id = r.queue_id "
-	                      "GROUP BY r.domain ORDER BY count(*) DESC, r.domain LIMIT ?1",
+	                      "INDEXED BY queue_rcpts_class GROUP BY priority, state, held",
+	[ST_QSTATS_DOMAINS] = "SELECT d, n, deferred, (SELECT created FROM queue WHERE id = oldest) "
+	                      "FROM (SELECT domain AS d, count(*) AS n, sum(state = 1) AS deferred, "
+	                      "min(queue_id) AS oldest FROM queue_rcpts "
+	                      "INDEXED BY queue_rcpts_domain GROUP BY domain "
+	                      "ORDER BY n DESC, d LIMIT ?1)",
 	[ST_ACCOUNT_SET_QUOTA] = "UPDATE accounts SET quota = ?2 WHERE address = ?1",
 	/* The mailbox and its children ("a/b" moves "a/b/c" too); names compare exactly. */
 	[ST_MAILBOX_RENAME] = "UPDATE mailboxes SET name = ?3 || substr(name, length(?2) + 1) "
