@@ -10,7 +10,8 @@ RUN_DIR    ?= var
 # Debian packages: build and run (DEPS), and what the tests use on top (TEST_DEPS).
 DEPS      = build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev \
             libc-ares-dev libcrypt-dev zlib1g-dev openssl ca-certificates
-TEST_DEPS = libcmocka-dev python3 python3-pytest clang dnsmasq-base isync fetchmail postfix
+TEST_DEPS = libcmocka-dev python3 python3-pytest clang dnsmasq-base isync fetchmail postfix \
+            python3-aiosmtpd
 
 .PHONY: all build run test deps test-deps unit integration fuzz docs clean
 
