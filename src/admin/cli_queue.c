@@ -107,17 +107,25 @@ static int
 job_qchange(struct store_txn *txn, void *ctx)
 {
 	struct qchange *c = ctx;
+	int ret;
 
 	switch (c->action) {
 	case STORE_QUEUE_HOLD:
-		return store_txn_queue_hold(txn, c->id, true);
+		ret = store_txn_queue_hold(txn, c->id, true);
+		break;
 	case STORE_QUEUE_RELEASE:
-		return store_txn_queue_hold(txn, c->id, false);
+		ret = store_txn_queue_hold(txn, c->id, false);
+		break;
 	case STORE_QUEUE_DELETE:
-		return store_txn_queue_remove(txn, c->id);
+		ret = store_txn_queue_remove(txn, c->id);
+		break;
 	default:
-		return store_txn_queue_retry(txn, c->id);
+		ret = store_txn_queue_retry(txn, c->id);
+		break;
 	}
+	/* The running server's queue runner polls this: released and retried mail may sit
+	 * behind where its reads have got to. */
+	return ret == STORE_OK ? store_txn_meta_bump(txn, "queue_generation") : ret;
 }
 
 /* One chunk of an action by filter. */
@@ -135,6 +143,8 @@ job_qact(struct store_txn *txn, void *ctx)
 	struct store_queue_act_result r = a->result;
 	int ret = store_txn_queue_act(txn, &f, a->action, STORE_MAX_QUEUE_CHUNK, &r);
 
+	if (ret == STORE_OK)
+		ret = store_txn_meta_bump(txn, "queue_generation");
 	/* Kept only when the chunk is: a failed job's changes are rolled back. */
 	if (ret == STORE_OK) {
 		a->filter = f;

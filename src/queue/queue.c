@@ -180,6 +180,7 @@ struct queue_runner {
 	struct hmap *senders;  /* sender -> struct queue_sender */
 	struct hmap *mx_cache; /* lower-case domain -> struct queue_mx_cached */
 	int64_t mx_swept;      /* seconds: last removal of expired entries */
+	int64_t generation;    /* the store's queue_generation, bumped by `postamt queue` */
 	/* Reads: the main read goes through the due mail in delivery order from where it
 	 * stopped; a front read starts from the beginning, for mail passed over earlier. */
 	struct store_queue_cursor cursor;
@@ -229,7 +230,7 @@ static void
 queue_restart_lap(struct queue_runner *qr)
 {
 	qr->front_wanted = true;
-	event_active(qr->kick, EV_TIMEOUT, 0);
+	event_active(qr->kick, EV_READ, 0);
 }
 
 static void
@@ -1159,14 +1160,13 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 	unsigned int limit;
 	int ret;
 
-	(void)fd;
-	(void)what;
 	struct store_queue_cursor front_cursor;
 	struct store_queue_cursor *cursor = &qr->cursor;
 	bool front = qr->front_wanted;
 	unsigned int examine = qr->examine;
 	uint64_t mono = queue_mono_ms();
 
+	(void)fd;
 	qr->starved = ninflight >= qr->opts.max_in_flight;
 	if (qr->starved)
 		return;
@@ -1182,10 +1182,21 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 		examine = (unsigned int)MIN(ninflight + (size_t)limit * QUEUE_EXAMINE_FACTOR,
 		                            (size_t)UINT_MAX);
 		qr->front_wanted = false;
-	} else if (mono - qr->lap_started >= QUEUE_LAP_MS) {
-		store_queue_cursor_reset(&qr->cursor);
-		qr->lap_started = mono;
-		qr->passed_behind = false;
+	} else {
+		int64_t gen = qr->generation;
+
+		/* An operator released or retried mail (`postamt queue`): it may be behind the
+		 * position, so the read starts over (checked by the interval timer, not by every
+		 * kick); and so it does every QUEUE_LAP_MS anyway. */
+		if ((what & EV_TIMEOUT) &&
+		    store_meta_get_int(qr->store, "queue_generation", &gen) < 0)
+			gen = qr->generation;
+		if (gen != qr->generation || mono - qr->lap_started >= QUEUE_LAP_MS) {
+			store_queue_cursor_reset(&qr->cursor);
+			qr->lap_started = mono;
+			qr->passed_behind = false;
+			qr->generation = gen;
+		}
 	}
 	skip = xcalloc(ninflight > 0 ? ninflight : 1, sizeof(*skip));
 	w = skip;
@@ -1258,7 +1269,7 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 	 * be due right now. One that found only mail over its share waits for the next tick. */
 	if (ret >= 0 && limit > 0 &&
 	    (rd.found == limit || (!cursor->end && (rd.found > 0 || rd.passed == 0))))
-		event_active(qr->kick, EV_TIMEOUT, 0);
+		event_active(qr->kick, EV_READ, 0);
 }
 
 /* n recipients of sender left memory. */
@@ -1307,7 +1318,7 @@ queue_wake_cb(evutil_socket_t fd, short what, void *arg)
 	/* Reads that stopped at max_in_flight go on once there is room again. */
 	if (freed && qr->starved &&
 	    hmap_count(qr->inflight) + qr->opts.batch / 2 < qr->opts.max_in_flight)
-		event_active(qr->kick, EV_TIMEOUT, 0);
+		event_active(qr->kick, EV_READ, 0);
 }
 
 void
@@ -1315,7 +1326,7 @@ queue_runner_kick(struct queue_runner *qr)
 {
 	pthread_mutex_lock(&qr->lock);
 	if (!qr->stopping)
-		event_active(qr->kick, EV_TIMEOUT, 0);
+		event_active(qr->kick, EV_READ, 0);
 	pthread_mutex_unlock(&qr->lock);
 }
 
@@ -1529,6 +1540,8 @@ queue_runner_new(struct store *store, const struct queue_options *opts,
 	qr->mx_cache = hmap_new();
 	store_queue_cursor_reset(&qr->cursor);
 	qr->lap_started = queue_mono_ms();
+	if (store_meta_get_int(store, "queue_generation", &qr->generation) < 0)
+		qr->generation = 0;
 	qr->examine = (unsigned int)MAX(opts->batch * QUEUE_EXAMINE_FACTOR, 1024);
 	qr->sender_share = (size_t)MAX(opts->max_in_flight / 2, 1);
 	qr->base = event_base_new();
@@ -1548,7 +1561,7 @@ queue_runner_new(struct store *store, const struct queue_options *opts,
 		goto fail;
 	}
 	/* The first look right away: mail queued before a restart goes out at once. */
-	event_active(qr->kick, EV_TIMEOUT, 0);
+	event_active(qr->kick, EV_READ, 0);
 	if (pthread_create(&qr->thread, NULL, queue_thread, qr) != 0) {
 		*error_r = "cannot start the queue thread";
 		goto fail;

@@ -252,8 +252,14 @@ smtp_tls_loglevel = 1
             for addr, action in table.items():
                 f.write(f"{addr} {action}\n")
         backdate(path)
+        db = path + ".db"
+        before = int(os.stat(db).st_mtime) if os.path.exists(db) else None
         subprocess.run([POSTMAP, "-c", self.etc, f"hash:{path}"], check=True,
                        capture_output=True, timeout=60)
+        # smtpd sees a changed table by its modification time, in whole seconds: a rebuild
+        # within the second of the last one would go unnoticed.
+        if before is not None and int(os.stat(db).st_mtime) == before:
+            os.utime(db, (before - 1, before - 1))
 
     def postfix(self, *args, check=True, timeout=60):
         cmd = [POSTFIX, "-c", self.etc] + list(args)
