@@ -520,8 +520,9 @@ static bool
 queue_dest_idle(const struct queue_runner *qr, const struct queue_dest *dest)
 {
 	(void)qr;
-	return dest->nconns == 0 && dest->head == NULL && dest->state != QUEUE_DEST_RESOLVING &&
-	       dest->dead_until <= queue_now() &&
+	/* nread: messages of the read in progress point at it, not queued on it yet. */
+	return dest->nconns == 0 && dest->head == NULL && dest->nread == 0 &&
+	       dest->state != QUEUE_DEST_RESOLVING && dest->dead_until <= queue_now() &&
 	       (dest->rate_ev == NULL || !evtimer_pending(dest->rate_ev, NULL));
 }
 
