@@ -67,6 +67,7 @@ cli_open_store(const struct cfg *cfg)
 	opts.database = db;
 	opts.blob_dir = blobs;
 	opts.batch_max = (unsigned int)cfg->batch_max;
+	opts.inline_max = cfg->inline_max;
 	opts.blob_orphan_age = cfg->blob_orphan_age;
 	opts.background = false;
 	if (store_open(&opts, &store, &error) < 0) {

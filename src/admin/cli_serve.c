@@ -235,6 +235,7 @@ open_store(struct serve *sv)
 	opts.blob_dir = blobs;
 	opts.sync_threads = (unsigned int)sv->cfg->sync_threads;
 	opts.sync_filesystem = sv->cfg->sync_filesystem != 0;
+	opts.inline_max = sv->cfg->inline_max;
 	opts.relaxed_sync = sv->cfg->storage_sync_flags == 0;
 	opts.batch_max = (unsigned int)sv->cfg->batch_max;
 	opts.blob_orphan_age = sv->cfg->blob_orphan_age;

@@ -131,6 +131,9 @@ static const struct cfg_setting settings[] = {
 	ROW("storage", "sync_filesystem", CFG_BOOL, "no", 0, 1, NULL, sync_filesystem,
 	    "Make each batch's message files durable with one syncfs of their filesystem instead of "
 	    "one fsync per file; for a data_dir on a filesystem of its own"),
+	ROW("storage", "inline_max", CFG_SIZE, "64K", 0, MIB(1), NULL, inline_max,
+	    "Messages up to this size are kept in the database, written with the commit that "
+	    "references them (one flush); larger ones are files under data_dir/blobs (0 = all files)"),
 	ROW("storage", "batch_max", CFG_UINT, "256", 1, STORE_MAX_BATCH, NULL, batch_max,
 	    "Write jobs committed together in one transaction (group commit)"),
 	ROW("storage", "blob_sweep_interval", CFG_DURATION, "1h", SECONDS(1), DAYS(7), NULL,

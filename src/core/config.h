@@ -80,6 +80,7 @@ struct cfg {
 	char *database;
 	uint64_t sync_threads;
 	uint64_t sync_filesystem; /* bool */
+	uint64_t inline_max;      /* bytes */
 	uint64_t batch_max;
 	uint64_t blob_sweep_interval; /* ms */
 	uint64_t blob_orphan_age;     /* ms */

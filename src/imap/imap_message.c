@@ -461,13 +461,11 @@ load_tree(const char *blob_id)
 	}
 	buf_reset(&b);
 	{
-		char *path = store_blob_path(imap_env.store, blob_id);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		int fd = store_blob_open(imap_env.store, blob_id);
 		struct mime_parser *p;
 		uint8_t chunk[65536];
 		ssize_t n;
 
-		free(path);
 		if (fd < 0) {
 			buf_deinit(&b);
 			return NULL;
@@ -726,10 +724,7 @@ fetch_one(struct imap_session *s, struct fetch *f, const struct imap_row *r, con
 		}
 	}
 	if (f->nsec > 0) {
-		char *path = store_blob_path(imap_env.store, r->blob_id);
-
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		free(path);
+		fd = store_blob_open(imap_env.store, r->blob_id);
 		if (fd < 0) {
 			mime_part_free(&root);
 			*why = "Message file could not be read";

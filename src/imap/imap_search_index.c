@@ -28,13 +28,11 @@
 int
 imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r)
 {
-	char *path = store_blob_path(imap_env.store, blob_id);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = store_blob_open(imap_env.store, blob_id);
 	struct stat st;
 	uint8_t *data;
 	size_t got = 0;
 
-	free(path);
 	*data_r = NULL;
 	*len_r = 0;
 	if (fd < 0)

@@ -665,7 +665,7 @@ cmd_uidl(struct pop3_session *s, const struct pop3_cmd *cmd)
 struct send_op {
 	struct net_conn *conn;
 	struct pop3_session *s;
-	char *path;           /* of the message file */
+	char *blob_id;        /* of the message */
 	int fd;               /* -1 until opened */
 	uint64_t size;        /* bytes, for the "+OK" */
 	bool top;
@@ -683,7 +683,7 @@ send_free(struct send_op *op)
 {
 	if (op->fd >= 0)
 		close(op->fd);
-	free(op->path);
+	free(op->blob_id);
 	free(op->chunk);
 	buf_deinit(&op->out);
 	free(op);
@@ -699,7 +699,7 @@ send_run(void *arg)
 	ssize_t n;
 
 	if (op->fd < 0) {
-		op->fd = open(op->path, O_RDONLY | O_CLOEXEC);
+		op->fd = store_blob_open(env.store, op->blob_id);
 		if (op->fd < 0) {
 			op->err = errno;
 			net_thread_post(net_conn_thread(op->conn), send_step, op);
@@ -757,7 +757,7 @@ send_step(void *arg)
 			                           : "-ERR [SYS/TEMP] Cannot read the message, try again");
 		}
 		log_error("sid=%s event=error service=%s rip=%s reason=\"cannot read %s: %s\"",
-		          net_conn_sid(conn), service_label(conn), net_conn_rip(conn), op->path,
+		          net_conn_sid(conn), service_label(conn), net_conn_rip(conn), op->blob_id,
 		          strerror(op->err));
 		if (op->started) {
 			/* Part of the answer is out: the client must not take it for the message. */
@@ -792,16 +792,11 @@ static void
 send_message(struct pop3_session *s, const struct pop3_msg *m, bool top, uint32_t lines)
 {
 	struct send_op *op;
-	char *path = store_blob_path(env.store, m->blob_id);
 
-	if (path == NULL) {
-		reply(s, "-ERR [SYS/PERM] Cannot read the message");
-		return;
-	}
 	op = xcalloc(1, sizeof(*op));
 	op->conn = s->conn;
 	op->s = s;
-	op->path = path;
+	op->blob_id = xstrdup(m->blob_id);
 	op->fd = -1;
 	op->size = m->size;
 	op->top = top;

@@ -65,7 +65,8 @@ struct queue_msg {
 	struct queue_dest *dest;
 	int64_t queue_id;
 	char blob_id[33];
-	char *sender, *envid, *ret, *path;
+	char *sender, *envid, *ret;
+	struct store *store;
 	uint64_t size;
 	int64_t created; /* seconds */
 	size_t nrcpts;
@@ -312,12 +313,21 @@ queue_outcome_done(struct store_job *job, void *ctx)
 	pthread_mutex_unlock(&qr->lock);
 }
 
+/* smtp_client_msg.open: the message's bytes, from the database or its file. */
+static int
+queue_msg_open(void *arg)
+{
+	struct queue_msg *msg = arg;
+
+	return store_blob_open(msg->store, msg->blob_id);
+}
+
 /* Reads the header section of the original message for a bounce. */
 static void
-queue_read_headers(const char *path, struct buf *out)
+queue_read_headers(struct store *store, const char *blob_id, struct buf *out)
 {
 	uint8_t chunk[8192];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = store_blob_open(store, blob_id);
 
 	if (fd < 0)
 		return;
@@ -441,7 +451,7 @@ queue_record(struct queue_runner *qr, struct queue_msg *msg)
 
 		buf_init(&headers, QUEUE_DSN_MAX_HEADERS + 8192);
 		buf_init(&dsn, QUEUE_DSN_MAX_HEADERS + 1024 * 1024);
-		queue_read_headers(msg->path, &headers);
+		queue_read_headers(qr->store, msg->blob_id, &headers);
 		queue_dsn_build(&dsn, qr->hostname, msg->sender, msg->envid, msg->created, now,
 		                failed, nfailed, headers.data, headers.len);
 		if (store_blob_new(qr->store, &blob, &error) < 0) {
@@ -480,7 +490,6 @@ queue_msg_free(struct queue_msg *msg)
 	free(msg->sender);
 	free(msg->envid);
 	free(msg->ret);
-	free(msg->path);
 	free(msg);
 }
 
@@ -1062,7 +1071,7 @@ queue_due_cb(const struct store_queue_rcpt *r, void *ctx)
 		msg->sender = xstrdup(r->sender);
 		msg->envid = queue_dup_or_null(r->envid);
 		msg->ret = queue_dup_or_null(r->ret);
-		msg->path = store_blob_path(qr->store, r->blob_id);
+		msg->store = qr->store;
 		msg->size = r->size;
 		msg->created = r->created;
 		msg->dest = dest;
@@ -1233,7 +1242,8 @@ queue_tick_cb(evutil_socket_t fd, short what, void *arg)
 		struct queue_msg *msg = rd.order[i];
 
 		msg->cmsg.sender = msg->sender;
-		msg->cmsg.path = msg->path;
+		msg->cmsg.open = queue_msg_open;
+		msg->cmsg.open_arg = msg;
 		msg->cmsg.envid = msg->envid;
 		msg->cmsg.ret = msg->ret;
 		msg->cmsg.size = msg->size;

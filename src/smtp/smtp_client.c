@@ -353,7 +353,7 @@ sc_prepare_7bit(struct smtp_client *c, const struct smtp_client_msg *msg, char *
 	enum mime_7bit_result res;
 	uint8_t chunk[65536];
 	size_t skip;
-	int fd = open(msg->path, O_RDONLY | O_CLOEXEC), ret = 0;
+	int fd = msg->open(msg->open_arg), ret = 0;
 
 	if (fd < 0) {
 		(void)snprintf(why, whylen, "cannot open the message file");
@@ -498,7 +498,7 @@ sc_open_body(struct smtp_client *c)
 		c->fd = c->conv_fd;
 		c->conv_fd = -1;
 	} else {
-		c->fd = open(c->msg->path, O_RDONLY | O_CLOEXEC);
+		c->fd = c->msg->open(c->msg->open_arg);
 	}
 	if (c->fd < 0 || fstat(c->fd, &st) < 0)
 		return -1;

@@ -55,7 +55,9 @@ struct smtp_client_rcpt {
 
 struct smtp_client_msg {
 	const char *sender;    /* "" = null reverse-path (borrowed) */
-	const char *path;      /* the blob's file (borrowed) */
+	/* Opens the message for reading: a descriptor at offset 0 that the client closes, or -1. */
+	int (*open)(void *open_arg);
+	void *open_arg;
 	const char *envid;     /* RFC 3461 or NULL */
 	const char *ret;       /* "FULL"/"HDRS" or NULL */
 	uint64_t size;         /* bytes, for SIZE= */

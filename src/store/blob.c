@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -75,6 +76,67 @@ store_blob_path(struct store *store, const char *blob_id)
 	if (!store__valid_blob_id(blob_id))
 		return NULL;
 	return xasprintf("%s/%.*s/%s", store->blob_dir, STORE__BUCKET_LEN, blob_id, blob_id);
+}
+
+/* A read-only descriptor of bytes that live in memory (a blob kept in the database). */
+static int
+store__memfd(const char *id, const uint8_t *data, size_t len)
+{
+	int fd = memfd_create(id, MFD_CLOEXEC);
+	size_t off = 0;
+
+	if (fd < 0)
+		return -1;
+	while (off < len) {
+		ssize_t n = write(fd, data + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+
+			(void)close(fd);
+			errno = err;
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		int err = errno;
+
+		(void)close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+int
+store_blob_open(struct store *store, const char *blob_id)
+{
+	char path[PATH_MAX];
+	struct buf b;
+	int ret, fd;
+
+	if (!store__valid_blob_id(blob_id)) {
+		errno = ENOENT;
+		return -1;
+	}
+	buf_init(&b, SIZE_MAX / 2);
+	ret = store->ops->blob_data(store, blob_id, &b);
+	if (ret > 0) {
+		fd = store__memfd(blob_id, b.data, b.len);
+		buf_deinit(&b);
+		return fd;
+	}
+	buf_deinit(&b);
+	if (ret < 0) {
+		errno = EIO;
+		return -1;
+	}
+	if (store__blob_final_path(store, blob_id, path, sizeof(path)) < 0)
+		PANIC("blob path too long"); /* store_open checked the length */
+	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
 /* Names a new blob and puts it on the live list in one step under blobs_lock: the sweep reads
@@ -142,22 +204,40 @@ char (*store__live_snapshot(struct store *store, size_t *n_r))[STORE__BLOB_ID_LE
 	return ids;
 }
 
+/* Creates the blob's file in BLOB_DIR/tmp under its id. */
+static int
+store__blob_create_file(struct store_blob *blob, const char **error_r)
+{
+	char path[PATH_MAX];
+	int fd, err;
+
+	store__tmp_path(blob->store, blob->id, path, sizeof(path));
+	/* O_EXCL makes a collision (2^-96 per pair within an hour) an error, never a shared
+	 * file. */
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		err = errno;
+		*error_r = store__tls_error("cannot create %s: %s", path, strerror(err));
+		errno = err;
+		return store__errno_err(err);
+	}
+	blob->fd = fd;
+	return STORE_OK;
+}
+
 int
 store_blob_new(struct store *store, struct store_blob **blob_r, const char **error_r)
 {
 	struct store_blob *blob;
-	char path[PATH_MAX];
 	uint8_t rnd[(STORE__BLOB_ID_LEN - STORE__BUCKET_LEN) / 2];
-	int fd = -1, err = 0;
+	int ret = STORE_ERR_IO;
 
 	*blob_r = NULL;
 	blob = xcalloc(1, sizeof(*blob));
 	blob->store = store;
 	blob->fd = -1;
-	blob->state = STORE__BLOB_REMOVED; /* until the file exists */
-	/* O_EXCL makes a collision (2^-96 per pair within an hour) an error we retry, never a
-	 * shared file. */
-	for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
+	blob->state = STORE__BLOB_REMOVED; /* until it has a name */
+	for (int attempt = 0; attempt < 3 && ret != STORE_OK; attempt++) {
 		if (store__random(rnd, sizeof(rnd)) < 0) {
 			*error_r = store__tls_error("getrandom: %s", strerror(errno));
 			free(blob);
@@ -166,37 +246,38 @@ store_blob_new(struct store *store, struct store_blob **blob_r, const char **err
 		/* Live before the file exists: the sweep must never see the file without the
 		 * blob in the live set. */
 		store__live_add(blob, rnd, sizeof(rnd));
-		store__tmp_path(store, blob->id, path, sizeof(path));
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-		if (fd >= 0)
+		if (store->inline_max > 0) {
+			/* Kept in memory: it goes into the database with its commit, unless it
+			 * outgrows inline_max and moves to a file (store_blob_write). */
+			blob->in_memory = true;
+			ret = STORE_OK;
 			break;
-		err = errno;
-		store__live_remove(blob);
-		if (err != EEXIST) {
-			*error_r = store__tls_error("cannot create %s: %s", path, strerror(err));
-			free(blob);
-			return store__errno_err(err);
+		}
+		ret = store__blob_create_file(blob, error_r);
+		if (ret != STORE_OK) {
+			int err = errno;
+
+			store__live_remove(blob);
+			if (err != EEXIST) {
+				free(blob);
+				return ret;
+			}
 		}
 	}
-	if (fd < 0) {
+	if (ret != STORE_OK) {
 		*error_r = "cannot create a unique message file";
 		free(blob);
 		return STORE_ERR_IO;
 	}
-	blob->fd = fd;
 	blob->state = STORE__BLOB_TMP;
 	*blob_r = blob;
 	return STORE_OK;
 }
 
-int
-store_blob_write(struct store_blob *blob, const void *data, size_t len)
+/* Appends to the file with write(2), retrying short writes. */
+static int
+store__blob_write_file(struct store_blob *blob, const uint8_t *p, size_t len)
 {
-	const uint8_t *p = data;
-
-	if (blob->err != STORE_OK)
-		return blob->err;
-	ASSERT(blob->fd >= 0 && blob->state == STORE__BLOB_TMP);
 	while (len > 0) {
 		ssize_t n = store__sys(STORE__FAULT_WRITE, 0) < 0 ? -1 : write(blob->fd, p, len);
 
@@ -214,9 +295,61 @@ store_blob_write(struct store_blob *blob, const void *data, size_t len)
 		}
 		p += n;
 		len -= (size_t)n;
-		blob->size += (uint64_t)n;
 	}
 	return STORE_OK;
+}
+
+/* A blob in memory that outgrew inline_max becomes a file: what it held is written first. */
+static int
+store__blob_spill(struct store_blob *blob)
+{
+	const char *error;
+	int ret = store__blob_create_file(blob, &error);
+
+	if (ret != STORE_OK) {
+		log_warn("event=blob_write id=%s result=failed error=\"%s\"", blob->id, error);
+		blob->err = ret;
+		return ret;
+	}
+	blob->in_memory = false;
+	ret = store__blob_write_file(blob, blob->mem, blob->mem_len);
+	free(blob->mem);
+	blob->mem = NULL;
+	blob->mem_len = blob->mem_cap = 0;
+	return ret;
+}
+
+int
+store_blob_write(struct store_blob *blob, const void *data, size_t len)
+{
+	int ret;
+
+	if (blob->err != STORE_OK)
+		return blob->err;
+	ASSERT(blob->state == STORE__BLOB_TMP);
+	if (len == 0)
+		return STORE_OK;
+	if (blob->in_memory && blob->mem_len + len <= blob->store->inline_max) {
+		if (blob->mem_len + len > blob->mem_cap) {
+			size_t cap = MAX(blob->mem_cap * 2, (size_t)4096);
+
+			while (cap < blob->mem_len + len)
+				cap *= 2;
+			blob->mem_cap = MIN(cap, (size_t)blob->store->inline_max);
+			blob->mem = xrealloc(blob->mem, blob->mem_cap);
+		}
+		memcpy(blob->mem + blob->mem_len, data, len);
+		blob->mem_len += len;
+		blob->size += len;
+		return STORE_OK;
+	}
+	if (blob->in_memory && (ret = store__blob_spill(blob)) != STORE_OK)
+		return ret;
+	ASSERT(blob->fd >= 0);
+	ret = store__blob_write_file(blob, data, len);
+	if (ret == STORE_OK)
+		blob->size += len;
+	return ret;
 }
 
 const char *
@@ -246,6 +379,13 @@ store__blob_discard(struct store_blob *blob)
 	char path[PATH_MAX];
 
 	store__blob_close(blob);
+	free(blob->mem);
+	blob->mem = NULL;
+	blob->mem_len = blob->mem_cap = 0;
+	if (blob->in_memory) {
+		blob->state = STORE__BLOB_REMOVED; /* no file: the data went with the memory */
+		return;
+	}
 	switch (blob->state) {
 	case STORE__BLOB_TMP:
 		store__tmp_path(blob->store, blob->id, path, sizeof(path));
@@ -290,6 +430,10 @@ store__blob_sync(struct store_blob *blob)
 {
 	int ret = STORE_OK;
 
+	if (blob->in_memory) {
+		blob->sync_err = STORE_OK; /* written with the commit */
+		return STORE_OK;
+	}
 	if (blob->store->sync_filesystem) {
 		/* One syncfs for the whole batch follows the renames (store__syncfs). */
 		if (close(blob->fd) < 0 && errno != EINTR)
@@ -348,6 +492,8 @@ store__blob_place(struct store_blob *blob, struct store__dirset *dirs, const cha
 	char from[PATH_MAX], to[PATH_MAX], bucket[PATH_MAX];
 	int n;
 
+	if (blob->in_memory)
+		return STORE_OK; /* no file to move */
 	ASSERT(blob->state == STORE__BLOB_TMP && blob->fd < 0);
 	store__tmp_path(store, blob->id, from, sizeof(from));
 	if (store__blob_final_path(store, blob->id, to, sizeof(to)) < 0)

@@ -284,6 +284,18 @@ static const char store__schema_v6[] =
 	"CREATE INDEX queue_rcpts_held ON queue_rcpts(queue_id) WHERE held = 1;"
 	"CREATE INDEX queue_rcpts_deferred ON queue_rcpts(queue_id) WHERE state = 1;";
 
+/* v7: small messages are kept in the database (storage.inline_max): their bytes are written
+ * with the commit that references them, in one flush. A blob either has a row here or a file
+ * under BLOB_DIR, never both; the row goes with the blob's. */
+static const char store__schema_v7[] =
+	"CREATE TABLE blob_data ("
+	"  id TEXT PRIMARY KEY,"
+	"  data BLOB NOT NULL"
+	");"
+	"CREATE TRIGGER blob_data_gone AFTER DELETE ON blobs BEGIN"
+	"  DELETE FROM blob_data WHERE id = OLD.id;"
+	"END;";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -296,6 +308,7 @@ static const struct store__migration store__migrations[] = {
 	{store__schema_v4, NULL},
 	{store__schema_v5, NULL},
 	{store__schema_v6, NULL},
+	{store__schema_v7, NULL},
 };
 
 int

@@ -283,6 +283,7 @@ store_open(const struct store_options *opts, struct store **store_r, const char 
 		return ret;
 	}
 	store->sync_filesystem = opts->sync_filesystem;
+	store->inline_max = opts->inline_max;
 	if (opts->background) {
 		if (opts->sync_threads > 0)
 			store->sync_pool = tpool_new(opts->sync_threads, "store-sync");
@@ -1131,10 +1132,12 @@ store_secret(struct store *store, uint8_t secret[32])
 /* ---- Check and gc ----------------------------------------------------------------------- */
 
 static int
-store__check_blob_file(struct store *store, const char *id, uint64_t size, struct buf *report)
+store__check_blob_file(struct store *store, const char *id, uint64_t size, int64_t inline_len,
+                       struct buf *report)
 {
 	char path[PATH_MAX];
 	struct stat st;
+	bool file;
 
 	if (!store__valid_blob_id(id)) {
 		buf_printf(report, "blob %.40s: malformed id\n", id);
@@ -1142,7 +1145,20 @@ store__check_blob_file(struct store *store, const char *id, uint64_t size, struc
 	}
 	if (store__blob_final_path(store, id, path, sizeof(path)) < 0)
 		PANIC("blob path too long"); /* store_open checked the length */
-	if (stat(path, &st) < 0) {
+	file = stat(path, &st) == 0;
+	if (inline_len >= 0) {
+		if (file) {
+			buf_printf(report, "blob %s: kept in the database and as file %s\n", id, path);
+			return 1;
+		}
+		if ((uint64_t)inline_len != size) {
+			buf_printf(report, "blob %s: database holds %lld bytes, its size says %llu\n",
+			           id, (long long)inline_len, (unsigned long long)size);
+			return 1;
+		}
+		return 0;
+	}
+	if (!file) {
 		buf_printf(report, "blob %s: file %s: %s\n", id, path, strerror(errno));
 		return 1;
 	}

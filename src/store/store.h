@@ -61,6 +61,10 @@ struct store_options {
 	 * filesystem (then commit). Fewer flushes; meant for a filesystem of its own, since
 	 * syncfs also flushes whatever else is dirty on it. */
 	bool sync_filesystem;
+	/* Messages up to this size are kept in the database itself: written with the commit
+	 * that references them, so storing one costs no file and no flush of its own. Larger
+	 * ones, and all with 0, are files. */
+	uint64_t inline_max;
 	unsigned int batch_max;     /* jobs per transaction, <= STORE_MAX_BATCH */
 	bool relaxed_sync;          /* honour store_job_set_relaxed (storage.sync_flags = no) */
 	uint64_t blob_orphan_age;   /* ms: an unreferenced file older than this is garbage */
@@ -89,7 +93,12 @@ const char *store_blob_id(const struct store_blob *blob);
 uint64_t store_blob_size(const struct store_blob *blob);
 /* Discards a blob that was never handed to a job: its file is removed. */
 void store_blob_free(struct store_blob **blob);
-/* Path of a committed blob's file, for reading. Caller frees. */
+/* Opens a committed blob for reading, whether it is kept in the database or in a file: a
+ * read-only descriptor positioned at 0 (caller closes), or -1 with errno (ENOENT: no such blob).
+ * Any thread; it may read the database. */
+int store_blob_open(struct store *store, const char *blob_id);
+/* Where a blob's file is, for a blob that is not kept in the database (tests, tools). Caller
+ * frees; NULL for a malformed id. */
 char *store_blob_path(struct store *store, const char *blob_id);
 
 /* ---- Jobs ------------------------------------------------------------------------------- */

@@ -30,9 +30,10 @@ struct store__gc_req;
 
 /* Called for each blob id an engine lists; non-zero stops the listing and is returned. */
 typedef int store__id_cb(const char *id, void *ctx);
-/* Called by the engine's check for each referenced blob; returns the number of problems found. */
+/* A referenced blob for store check: inline_len is the length of its bytes in the database,
+ * or -1 when it is a file. Returns the number of problems found (reported into report). */
 typedef int store__blob_check_cb(struct store *store, const char *id, uint64_t size,
-                                 struct buf *report);
+                                 int64_t inline_len, struct buf *report);
 
 /* An engine. Functions return STORE_OK or a negative store_err unless noted. The generic code
  * owns threads, blob files and the durability protocol; an engine only knows SQL. */
@@ -61,7 +62,12 @@ struct store_ops {
 	bool (*in_txn)(struct store *store);
 
 	/* Blob rows, inside a write transaction. */
-	int (*blob_insert)(struct store_txn *txn, const char *id, uint64_t size);
+	/* data: the blob's bytes when it is kept in the database, else NULL (a file). */
+	int (*blob_insert)(struct store_txn *txn, const char *id, uint64_t size,
+	                   const uint8_t *data);
+	/* A committed blob's bytes when they are kept in the database: 1 and *out filled, 0 when
+	 * the blob is a file (or unknown), or an error. Any thread. */
+	int (*blob_data)(struct store *store, const char *id, struct buf *out);
 	/* Lists up to `limit` blobs whose refs = 0. */
 	int (*blob_unreferenced)(struct store *store, unsigned int limit, store__id_cb *cb,
 	                         void *ctx);
@@ -204,7 +210,12 @@ struct store_blob {
 	struct store *store;
 	struct store_blob *live_prev, *live_next; /* store->live, under blobs_lock */
 	char id[STORE__BLOB_ID_LEN + 1];
-	int fd;              /* -1 once synced and closed */
+	int fd;              /* -1 once synced and closed, or while in memory */
+	/* Small blobs stay in memory and are stored in the database with their commit (one
+	 * flush for data and metadata); a blob that outgrows store->inline_max moves to a file. */
+	bool in_memory;
+	uint8_t *mem;
+	size_t mem_len, mem_cap;
 	uint64_t size;       /* bytes written */
 	int err;             /* sticky: first write error (store_err) */
 	int sync_err;        /* result of the fsync before rename (store_err) */
@@ -259,6 +270,7 @@ struct store {
 	pthread_t writer, sweeper;
 	struct tpool *sync_pool;
 	bool sync_filesystem; /* store_options.sync_filesystem */
+	uint64_t inline_max;  /* store_options.inline_max */
 	struct store__stats stats;
 	/* A relaxed batch committed and has not reached the disk yet (since relaxed_since, ms of
 	 * CLOCK_MONOTONIC). Under `lock`. */

@@ -36,6 +36,8 @@ enum sqlite__st {
 	ST_BLOB_ANY_UNREFERENCED,
 	ST_BLOB_FORGET,
 	ST_BLOB_RANGE,
+	ST_BLOB_DATA_INSERT,
+	ST_BLOB_DATA_GET,
 	ST_DOMAIN_ID,
 	ST_DOMAIN_INSERT,
 	ST_DOMAIN_ACCOUNTS,
@@ -163,6 +165,8 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_BLOB_ANY_UNREFERENCED] = "SELECT 1 FROM blobs WHERE refs = 0 LIMIT 1",
 	[ST_BLOB_FORGET] = "DELETE FROM blobs WHERE id = ?1 AND refs = 0",
 	[ST_BLOB_RANGE] = "SELECT id FROM blobs WHERE id >= ?1 AND id < ?2 ORDER BY id",
+	[ST_BLOB_DATA_INSERT] = "INSERT INTO blob_data (id, data) VALUES (?1, ?2)",
+	[ST_BLOB_DATA_GET] = "SELECT data FROM blob_data WHERE id = ?1",
 	[ST_DOMAIN_ID] = "SELECT id FROM domains WHERE name = ?1",
 	[ST_DOMAIN_INSERT] = "INSERT INTO domains (name, created) VALUES (?1, ?2)",
 	[ST_DOMAIN_ACCOUNTS] = "SELECT count(*) FROM accounts WHERE domain_id = ?1",
@@ -728,7 +732,7 @@ sqlite__w(struct store_txn *txn)
 /* ---- Blob rows -------------------------------------------------------------------------- */
 
 static int
-sqlite__blob_insert(struct store_txn *txn, const char *id, uint64_t size)
+sqlite__blob_insert(struct store_txn *txn, const char *id, uint64_t size, const uint8_t *data)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -740,6 +744,15 @@ sqlite__blob_insert(struct store_txn *txn, const char *id, uint64_t size)
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot record message file");
+	if (data == NULL)
+		return STORE_OK;
+	SQLITE__STMT(txn, st, ST_BLOB_DATA_INSERT);
+	sqlite__bind_text(st, 1, id);
+	/* Static: the blob's memory outlives the statement's step. */
+	sqlite3_bind_blob64(st, 2, data, size, SQLITE_STATIC);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot store message");
 	return STORE_OK;
 }
 
@@ -1920,6 +1933,26 @@ sqlite__blob_meta_get(struct store *store, const char *blob_id, struct buf *out)
 	return sqlite__read_end(&r, rc, ret);
 }
 
+static int
+sqlite__blob_data(struct store *store, const char *blob_id, struct buf *out)
+{
+	struct sqlite__read r;
+	int rc, ret;
+
+	ret = sqlite__read_begin(&r, store, ST_BLOB_DATA_GET);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite__bind_text(r.st, 1, blob_id);
+	rc = sqlite3_step(r.st);
+	if (rc == SQLITE_ROW) {
+		const void *p = sqlite3_column_blob(r.st, 0);
+		size_t n = (size_t)sqlite3_column_bytes(r.st, 0);
+
+		ret = n == 0 || buf_append(out, p, n) == 0 ? 1 : STORE_ERR_IO;
+	}
+	return sqlite__read_end(&r, rc, ret);
+}
+
 /* Counts of the whole queue from one read snapshot; scans the queue (an operator's command). */
 static int
 sqlite__queue_stats(struct store *store, unsigned int top, struct store_queue_stats *r,
@@ -2271,12 +2304,17 @@ sqlite__check(struct store *store, struct buf *report, store__blob_check_cb *blo
 	for (size_t i = 0; i < N_ELEMENTS(sqlite__checks) && ret == STORE_OK; i++)
 		ret = sqlite__check_query(c->db, sqlite__checks[i], report, &problems);
 	if (ret == STORE_OK) {
-		rc = sqlite3_prepare_v2(c->db, "SELECT id, size FROM blobs WHERE refs > 0 "
-		                        "ORDER BY id", -1, &st, NULL);
+		rc = sqlite3_prepare_v2(c->db, "SELECT b.id, b.size, length(d.data) FROM blobs b "
+		                        "LEFT JOIN blob_data d ON d.id = b.id WHERE b.refs > 0 "
+		                        "ORDER BY b.id", -1, &st, NULL);
 		if (rc == SQLITE_OK) {
 			while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+				int64_t inline_len = sqlite3_column_type(st, 2) == SQLITE_NULL ?
+				                             -1 : sqlite3_column_int64(st, 2);
+
 				problems += blob_cb(store, sqlite__col_text(st, 0),
-				                    (uint64_t)sqlite3_column_int64(st, 1), report);
+				                    (uint64_t)sqlite3_column_int64(st, 1), inline_len,
+				                    report);
 			}
 			sqlite3_finalize(st);
 		}
@@ -2944,6 +2982,7 @@ const struct store_ops store__sqlite_ops = {
 	.message_range = sqlite__message_range,
 	.mailbox_changes = sqlite__mailbox_changes,
 	.blob_meta_get = sqlite__blob_meta_get,
+	.blob_data = sqlite__blob_data,
 	.blob_meta_set = sqlite__blob_meta_set,
 	.fts_add = sqlite__fts_add,
 	.fts_pending = sqlite__fts_pending,

@@ -268,7 +268,10 @@ store__run_job(struct store *store, struct store_txn *txn, struct store_job *job
 		return ops->in_txn(store);
 	}
 	for (size_t i = 0; i < job->nblobs && ret == STORE_OK; i++)
-		ret = ops->blob_insert(txn, job->blobs[i]->id, job->blobs[i]->size);
+		ret = ops->blob_insert(txn, job->blobs[i]->id, job->blobs[i]->size,
+		                       !job->blobs[i]->in_memory ? NULL :
+		                       job->blobs[i]->mem != NULL ? job->blobs[i]->mem :
+		                                                     (const uint8_t *)"");
 	if (ret == STORE_OK)
 		ret = job->run(txn, job->ctx);
 	if (ret > 0 || ret < STORE_ERR_SHUTDOWN) {

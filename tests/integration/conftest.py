@@ -191,26 +191,48 @@ def server(make_server):
 
 
 def mailbox_messages(server, address, mailbox="INBOX"):
-    """The messages of a mailbox, read straight from the store (database + blob files), as
-    a list of (uid, bytes), in UID order."""
-    import glob
+    """The messages of a mailbox, read straight from the store (the database, and the blob
+    files of messages larger than storage.inline_max), as a list of (uid, bytes), in UID
+    order."""
     import sqlite3
     db = os.path.join(server.data_dir, "postamt.db")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         rows = con.execute(
-            "SELECT m.uid, m.blob_id FROM messages m JOIN mailboxes b ON m.mailbox_id = b.id "
-            "JOIN accounts a ON b.account_id = a.id WHERE a.address = ? AND b.name = ? "
+            "SELECT m.uid, m.blob_id, d.data FROM messages m "
+            "JOIN mailboxes b ON m.mailbox_id = b.id "
+            "JOIN accounts a ON b.account_id = a.id LEFT JOIN blob_data d ON d.id = m.blob_id "
+            "WHERE a.address = ? AND b.name = ? "
             "ORDER BY m.uid", (address.lower(), mailbox)).fetchall()
     finally:
         con.close()
     out = []
-    for uid, blob in rows:
-        paths = glob.glob(os.path.join(server.data_dir, "blobs", "*", blob))
+    for uid, blob, data in rows:
+        paths = blob_file_paths(server, blob)
+        if data is not None:
+            assert paths == [], (blob, "kept in the database and as a file", paths)
+            out.append((uid, bytes(data)))
+            continue
         assert len(paths) == 1, (blob, paths)
         with open(paths[0], "rb") as f:
             out.append((uid, f.read()))
     return out
+
+
+def blob_file_paths(server, blob):
+    import glob
+    return glob.glob(os.path.join(server.data_dir, "blobs", "*", blob))
+
+
+def blob_rows(server):
+    """Number of message blobs the store knows (in the database or as files)."""
+    import sqlite3
+    db = os.path.join(server.data_dir, "postamt.db")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+    finally:
+        con.close()
 
 
 def queue_count(server):
@@ -221,9 +243,3 @@ def queue_count(server):
         return con.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
     finally:
         con.close()
-
-
-def blob_files(server):
-    import glob
-    return [p for p in glob.glob(os.path.join(server.data_dir, "blobs", "*", "*"))
-            if os.path.basename(os.path.dirname(p)) != "tmp"]

@@ -7,7 +7,6 @@ Not a test (pytest does not collect it); run it by hand:
 Messages are about 6 KB of words (a quarter with base64 bodies); each timing is the wall time
 of one UID SEARCH as the client sees it, and the server's own count of files read."""
 import base64
-import glob
 import os
 import random
 import re
@@ -92,10 +91,9 @@ def main():
             print(f"{' '.join(k):36} {cells}  {r[0][1]}")
         c.close()
         srv.stop()
-        blobs = sum(os.path.getsize(p) for p in glob.glob(os.path.join(srv.data_dir, "blobs",
-                                                                      "*", "*")))
         db = os.path.join(srv.data_dir, "postamt.db")
         con = sqlite3.connect(db)
+        blobs = con.execute("SELECT coalesce(sum(size), 0) FROM blobs").fetchone()[0]
         fts = con.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'fts%'").fetchone()[0]
         con.close()
         print(f"message files {blobs / 1e6:.1f} MB, full-text index {fts / 1e6:.1f} MB")

@@ -63,3 +63,40 @@ def test_disk_full_is_temporary_and_recovers(make_server, small_disk):
     # nothing of the refused message is left behind in the blob folders
     leftovers = [f for d, _, fs in os.walk(os.path.join(data, "blobs")) for f in fs]
     assert len(leftovers) == 1, leftovers
+
+
+def test_disk_full_with_messages_kept_in_the_database(make_server, small_disk):
+    """Messages under storage.inline_max go into the database: when its log cannot grow, the
+    client gets 452 and nothing acknowledged is lost; with space back, mail flows again."""
+    srv = make_server(start=False)
+    srv.cli("user", "add", "alice@example.test", "--password-stdin", input="pw\n")
+    data = os.path.join(small_disk, "data")
+    shutil.copytree(os.path.join(srv.root, "data"), data)
+    srv.set_config({"server.data_dir": data})
+    srv.data_dir = data
+    srv.start()
+
+    fill(small_disk, 512 * 1024)
+    accepted, refused = [], 0
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as c:
+        for i in range(100):  # 100 x 30 KiB: far more than the space left
+            body = (f"{i:04d}" + "y" * 72 + "\r\n") * 400
+            try:
+                c.sendmail("a@example.org", ["alice@example.test"],
+                           f"Subject: small {i}\r\n\r\n{body}".encode())
+                accepted.append(body.encode())
+            except smtplib.SMTPDataError as e:
+                assert e.smtp_code == 452 and b"4.3.1" in e.smtp_error, e
+                refused += 1
+                break
+        assert c.noop()[0] == 250
+    assert refused == 1, "the disk never filled up"
+    msgs = mailbox_messages(srv, "alice@example.test")
+    assert [m[1].split(b"\r\n\r\n", 1)[1] for m in msgs] == accepted
+
+    os.unlink(os.path.join(small_disk, "filler"))
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as c:
+        assert c.sendmail("a@example.org", ["alice@example.test"], b"Subject: after\r\n\r\nok\r\n") == {}
+    assert len(mailbox_messages(srv, "alice@example.test")) == len(accepted) + 1
+    assert srv.stop() == 0
+    assert srv.cli("store", "check").returncode == 0

@@ -170,8 +170,8 @@ def blob_of(srv, box, uid):
     finally:
         con.close()
     paths = glob.glob(os.path.join(srv.data_dir, "blobs", "*", row[0]))
-    assert len(paths) == 1
-    return row[0], paths[0]
+    assert len(paths) <= 1
+    return row[0], paths[0] if paths else None  # None: kept in the database
 
 
 def search_logs(srv):
@@ -207,7 +207,7 @@ def test_results_are_those_of_a_full_read(start, client, budget):
 
 
 def test_indexed_search_reads_only_candidates(start, client):
-    srv = start()
+    srv = start({"storage.inline_max": "0"})  # message files, which the test rewrites
     c = client(srv)
     msgs = fill(c, 60)
     c.select()

@@ -796,6 +796,90 @@ job_queue_remove(struct store_txn *txn, void *ctx)
 	return store_txn_queue_remove(txn, *(int64_t *)ctx);
 }
 
+/* Reads a committed blob back through store_blob_open, whatever holds it. */
+static size_t
+read_blob(struct fixture *f, const char *id, char *dst, size_t size)
+{
+	int fd = store_blob_open(f->store, id);
+	size_t got = 0;
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	while (got < size && (n = read(fd, dst + got, size - got)) > 0)
+		got += (size_t)n;
+	close(fd);
+	return got;
+}
+
+/* Small messages are kept in the database (storage.inline_max): no file, one row; a message
+ * that outgrows the limit while it is written moves to a file; empty ones work too; both kinds
+ * read back the same way, and gc and check know both. */
+static void
+test_small_blobs_in_database(void **state)
+{
+	struct fixture *f = *state;
+	static char big[9000], back[9100];
+	const char *contents[3];
+	char ids[3][33];
+	struct sync_job s;
+	struct buf report;
+	int64_t acc, inbox;
+
+	memset(big, 'x', sizeof(big) - 1);
+	contents[0] = "Subject: small\r\n\r\nhello\r\n";
+	contents[1] = big; /* over inline_max: a file */
+	contents[2] = "";
+	f->opts.background = true;
+	f->opts.inline_max = 4096;
+	open_store(f);
+	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
+	acc = add_account(f, "alice@example.org");
+	inbox = inbox_of(f, acc);
+	for (int i = 0; i < 3; i++) {
+		sync_job_init(&s);
+		s.d.mailboxes = &inbox;
+		s.d.nmailboxes = 1;
+		sync_job_submit(f, &s, contents[i]);
+		sync_job_wait(&s);
+		assert_int_equal(s.result, STORE_OK);
+		fmt(ids[i], sizeof(ids[i]), "%s", s.blob_id);
+		assert_false(tmp_file_exists(f, s.blob_id));
+		sync_job_deinit(&s);
+	}
+	assert_false(blob_file_exists(f, ids[0]));
+	assert_true(blob_file_exists(f, ids[1]));
+	assert_false(blob_file_exists(f, ids[2]));
+	for (int i = 0; i < 3; i++) {
+		size_t n = read_blob(f, ids[i], back, sizeof(back));
+
+		assert_int_equal(n, strlen(contents[i]));
+		assert_memory_equal(back, contents[i], n);
+	}
+	errno = 0;
+	assert_int_equal(store_blob_open(f->store, "0123456789abcdef0123456789abcdef"), -1);
+	assert_int_equal(errno, ENOENT);
+	buf_init(&report, 1 << 20);
+	assert_int_equal(store_check(f->store, &report), 0);
+
+	/* A row whose bytes disagree with its size is reported. */
+	db_exec(f, "UPDATE blob_data SET data = x'00' WHERE id = ?1", ids[0]);
+	assert_int_equal(store_check(f->store, &report), 1);
+	assert_non_null(strstr((const char *)report.data, "database holds 1 bytes"));
+	buf_deinit(&report);
+
+	/* Expunged and collected: the rows go, inline or not. */
+	for (uint32_t uid = 1; uid <= 3; uid++) {
+		struct expunge_ctx e = {inbox, uid};
+		const char *error;
+
+		assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
+	}
+	assert_true(store_blob_gc(f->store) >= 0);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM blob_data", NULL), 0);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM blobs", NULL), 0);
+	assert_false(blob_file_exists(f, ids[1]));
+}
+
 static int
 count_files(const char *dir)
 {
@@ -1972,6 +2056,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_inline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_background, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_blob_refs_and_gc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_small_blobs_in_database, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_unknown_blob, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_background_sweeps, setup, teardown),
