@@ -28,30 +28,24 @@
 int
 imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r)
 {
-	int fd = store_blob_open(imap_env.store, blob_id);
-	struct stat st;
-	uint8_t *data;
-	size_t got = 0;
+	struct buf b;
+	int ret;
 
 	*data_r = NULL;
 	*len_r = 0;
-	if (fd < 0)
-		return 0; /* gone meanwhile */
-	if (fstat(fd, &st) < 0) {
-		close(fd);
+	buf_init(&b, SIZE_MAX / 2);
+	ret = store_blob_read(imap_env.store, blob_id, &b);
+	if (ret <= 0) {
+		buf_deinit(&b);
+		return ret == 0 ? 0 : -1; /* 0: gone meanwhile */
+	}
+	/* The caller owns the bytes (NUL-terminated like a file read into size + 1). */
+	if (buf_append_byte(&b, 0) < 0) {
+		buf_deinit(&b);
 		return -1;
 	}
-	data = xmalloc((size_t)st.st_size + 1);
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	*data_r = data;
-	*len_r = got;
+	*data_r = b.data;
+	*len_r = b.len - 1;
 	return 0;
 }
 

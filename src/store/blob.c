@@ -70,6 +70,43 @@ store__blob_final_path(const struct store *store, const char *id, char *dst, siz
 	return n > 0 && (size_t)n < size ? 0 : -1;
 }
 
+static int
+store__blob_open_file(struct store *store, const char *blob_id)
+{
+	char path[PATH_MAX];
+
+	if (store__blob_final_path(store, blob_id, path, sizeof(path)) < 0)
+		PANIC("blob path too long"); /* store_open checked the length */
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+int
+store_blob_read(struct store *store, const char *blob_id, struct buf *out)
+{
+	uint8_t chunk[65536];
+	int ret, fd;
+	ssize_t n;
+
+	if (!store__valid_blob_id(blob_id))
+		return 0;
+	ret = store->ops->blob_data(store, blob_id, out);
+	if (ret != 0)
+		return ret;
+	fd = store__blob_open_file(store, blob_id);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : store__errno_err(errno);
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || buf_append(out, chunk, (size_t)n) < 0) {
+			ret = n < 0 ? store__errno_err(errno) : STORE_ERR_IO;
+			break;
+		}
+	}
+	(void)close(fd);
+	return ret < 0 ? ret : 1;
+}
+
 char *
 store_blob_path(struct store *store, const char *blob_id)
 {
@@ -114,7 +151,6 @@ store__memfd(const char *id, const uint8_t *data, size_t len)
 int
 store_blob_open(struct store *store, const char *blob_id)
 {
-	char path[PATH_MAX];
 	struct buf b;
 	int ret, fd;
 
@@ -134,9 +170,7 @@ store_blob_open(struct store *store, const char *blob_id)
 		errno = EIO;
 		return -1;
 	}
-	if (store__blob_final_path(store, blob_id, path, sizeof(path)) < 0)
-		PANIC("blob path too long"); /* store_open checked the length */
-	return open(path, O_RDONLY | O_CLOEXEC);
+	return store__blob_open_file(store, blob_id);
 }
 
 /* Names a new blob and puts it on the live list in one step under blobs_lock: the sweep reads

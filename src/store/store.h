@@ -97,6 +97,10 @@ void store_blob_free(struct store_blob **blob);
  * read-only descriptor positioned at 0 (caller closes), or -1 with errno (ENOENT: no such blob).
  * Any thread; it may read the database. */
 int store_blob_open(struct store *store, const char *blob_id);
+/* Appends a committed blob's whole content to out: 1, 0 when there is no such blob, or a
+ * negative store_err (STORE_ERR_IO also when out's maximum is too small). Any thread. Cheaper
+ * than store_blob_open for a blob kept in the database. */
+int store_blob_read(struct store *store, const char *blob_id, struct buf *out);
 /* Where a blob's file is, for a blob that is not kept in the database (tests, tools). Caller
  * frees; NULL for a malformed id. */
 char *store_blob_path(struct store *store, const char *blob_id);
