@@ -855,6 +855,27 @@ test_small_blobs_in_database(void **state)
 		assert_int_equal(n, strlen(contents[i]));
 		assert_memory_equal(back, contents[i], n);
 	}
+	for (int i = 0; i < 3; i++) {
+		struct buf b;
+
+		buf_init(&b, 1 << 20);
+		assert_int_equal(store_blob_read(f->store, ids[i], &b), 1);
+		assert_int_equal(b.len, strlen(contents[i]));
+		assert_memory_equal(b.data, contents[i], b.len);
+		buf_deinit(&b);
+	}
+	{
+		struct buf b;
+
+		/* Too small a buffer is an error, never a short read taken for the message. */
+		buf_init(&b, 100);
+		assert_int_equal(store_blob_read(f->store, ids[1], &b), STORE_ERR_IO);
+		buf_deinit(&b);
+		buf_init(&b, 100);
+		assert_int_equal(store_blob_read(f->store, "0123456789abcdef0123456789abcdef", &b),
+		                 0);
+		buf_deinit(&b);
+	}
 	errno = 0;
 	assert_int_equal(store_blob_open(f->store, "0123456789abcdef0123456789abcdef"), -1);
 	assert_int_equal(errno, ENOENT);
