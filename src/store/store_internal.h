@@ -14,7 +14,8 @@
 #include <pthread.h>
 
 /* A blob id: 8 hex digits of the creation hour (unix time / 3600, which is also the name of the
- * bucket folder) followed by 24 hex digits (96 bits) from getrandom(). */
+ * bucket folder), 8 of the microsecond within that hour, then 16 hex digits (64 bits) from
+ * getrandom(). */
 #define STORE__BLOB_ID_LEN 32
 #define STORE__BUCKET_LEN 8
 /* Jobs per batch when the options leave batch_max at 0. */
