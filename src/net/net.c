@@ -1073,12 +1073,21 @@ net_server_run(struct net_server *s)
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	for (unsigned int i = 0; i < s->nthreads; i++) {
 		struct net_thread *t = &s->threads[i];
+		struct event_config *evcfg;
 		char name[16];
 
 		t->server = s;
 		t->index = i;
 		pthread_mutex_init(&t->lock, NULL);
-		t->base = event_base_new();
+		/* The change list folds the adds and deletes an fd gets within one iteration into
+		 * at most one epoll_ctl (safe: no socket here is dup()ed). */
+		evcfg = event_config_new();
+		if (evcfg == NULL ||
+		    event_config_set_flag(evcfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) < 0 ||
+		    (t->base = event_base_new_with_config(evcfg)) == NULL)
+			t->base = event_base_new();
+		if (evcfg != NULL)
+			event_config_free(evcfg);
 		if (t->base == NULL)
 			log_fatal("event=error reason=\"cannot create event base\"");
 		t->wake = event_new(t->base, -1, EV_READ | EV_PERSIST, thread_wake_cb, t);
