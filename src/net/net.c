@@ -49,6 +49,8 @@ struct net_thread {
 	struct net_task *head, *tail; /* inbox */
 	struct net_conn *conns;       /* open connections of this thread (doubly linked) */
 	struct delayed_task *delayed; /* pending net_thread_post_delayed tasks */
+	struct event *flush_ev;       /* runs thread_flush_cb after this iteration's callbacks */
+	struct net_conn *flush_head;  /* connections listed for it (each holds a reference) */
 };
 
 struct net_listener {
@@ -86,6 +88,11 @@ struct net_conn {
 	struct bufferevent *bev;
 	struct bufferevent *raw; /* the socket under a STARTTLS filter, else NULL */
 	struct event *flush_ev;  /* re-checks the socket's output while closing */
+	struct net_conn *flush_next; /* in thread->flush_head while flush_listed */
+	bool flush_listed;       /* output to write or input to hand over in thread_flush_cb */
+	bool want_input;         /* resumed with input buffered: run proto->input from there */
+	bool paused;             /* net_conn_pause: proto->input is not called */
+	bool peer_eof;           /* plain: the client half-closed while paused */
 	bool lingering;          /* half-closed, discarding input until EOF or timeout */
 	bool logged;             /* the disconnect line was written */
 	const char *close_reason; /* static text for the disconnect line, or NULL */
@@ -110,6 +117,12 @@ struct net_zlib {
 
 /* Inflated input held at most; more is inflated once the protocol consumed it. */
 #define NET_ZLIB_IN_MAX (256 * 1024)
+
+/* Input buffered at most on a plain connection (its read high watermark): reading stops at
+ * this much until the protocol drains some. The protocols drain as they parse, so this only
+ * bites on a paused connection or a flooding client; it must exceed the largest unit a
+ * protocol waits for whole (64 KiB). */
+#define NET_READ_MAX (256 * 1024)
 
 static const char *const service_names[NET_SVC_COUNT] = {
 	"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
@@ -479,19 +492,77 @@ net_conn_is_compressed(const struct net_conn *c)
 	return c->z != NULL;
 }
 
+/* Plain (no TLS, not even a STARTTLS filter): its replies are written by thread_flush_cb with
+ * one writev each, and pausing it costs no system call. */
+static bool
+conn_plain(const struct net_conn *c)
+{
+	return c->bev != NULL && !c->tls;
+}
 
+/* Lists the connection for this iteration's thread_flush_cb. Activating the thread's own
+ * event from the thread costs no system call. */
+static void
+conn_list_flush(struct net_conn *c)
+{
+	struct net_thread *t = c->thread;
+
+	if (c->flush_listed || c->torn_down)
+		return;
+	c->flush_listed = true;
+	net_conn_ref(c);
+	c->flush_next = t->flush_head;
+	t->flush_head = c;
+	event_active(t->flush_ev, EV_TIMEOUT, 0);
+}
+
+/* Output was added: a plain connection is flushed at the end of the iteration, unless its
+ * write event is on (a backlog libevent is sending). Others are written by libevent. */
+static void
+conn_want_write(struct net_conn *c)
+{
+	if (conn_plain(c) && !(bufferevent_get_enabled(c->bev) & EV_WRITE))
+		conn_list_flush(c);
+}
+
+static size_t
+conn_buffered_input(struct net_conn *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_input(c->bev));
+
+	if (c->z != NULL)
+		n += evbuffer_get_length(c->z->in);
+	return n;
+}
+
+/* A plain connection keeps reading while paused (its read high watermark bounds what is
+ * buffered); only proto->input waits. A TLS connection stops reading as before: the filter
+ * has watermarks of its own. */
 void
 net_conn_pause(struct net_conn *c)
 {
-	if (c->bev != NULL)
+	if (c->bev == NULL)
+		return;
+	c->paused = true;
+	if (!conn_plain(c))
 		bufferevent_disable(c->bev, EV_READ);
 }
 
 void
 net_conn_resume(struct net_conn *c)
 {
-	if (c->bev != NULL && !c->closing)
+	if (c->bev == NULL || c->closing)
+		return;
+	c->paused = false;
+	if (!conn_plain(c)) {
 		bufferevent_enable(c->bev, EV_READ);
+		return;
+	}
+	/* Input that arrived while paused would otherwise wait for the next read. */
+	if (c->peer_eof || conn_buffered_input(c) > 0) {
+		c->want_input = true;
+		conn_list_flush(c);
+	}
 }
 
 static void conn_schedule_teardown(struct net_conn *c, const char *reason);
@@ -526,7 +597,8 @@ net_conn_write(struct net_conn *c, const void *data, size_t len)
 	if (c->z != NULL)
 		conn_deflate(c, data, len);
 	else
-		bufferevent_write(c->bev, data, len);
+		evbuffer_add(bufferevent_get_output(c->bev), data, len);
+	conn_want_write(c);
 	check_output_cap(c);
 }
 
@@ -549,6 +621,7 @@ net_conn_printf(struct net_conn *c, const char *fmt, ...)
 		evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
 	}
 	va_end(ap);
+	conn_want_write(c);
 	check_output_cap(c);
 }
 
@@ -653,8 +726,10 @@ conn_finish_close(struct net_conn *c)
 	if (c->torn_down || c->lingering)
 		return;
 	if (c->bev != NULL && conn_pending_output(c) > 0) {
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
-			return; /* conn_write_cb calls again */
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+			conn_want_write(c);
+			return; /* conn_flush_now or conn_write_cb calls again */
+		}
 		/* Only the socket under the TLS filter still has data: poll it shortly. */
 		if (c->flush_ev == NULL)
 			c->flush_ev = evtimer_new(c->thread->base, conn_flush_cb, c);
@@ -662,7 +737,12 @@ conn_finish_close(struct net_conn *c)
 		return;
 	}
 	if (c->bev != NULL && !c->tls && shutdown(bufferevent_getfd(c->bev), SHUT_WR) == 0) {
+		struct evbuffer *in = bufferevent_get_input(c->bev);
+
 		c->lingering = true;
+		/* Input held while closing may have reached the read watermark and stopped reading;
+		 * dropping it starts reading again. */
+		evbuffer_drain(in, evbuffer_get_length(in));
 		bufferevent_set_timeouts(c->bev, &linger, &linger);
 		bufferevent_enable(c->bev, EV_READ);
 		return;
@@ -676,8 +756,79 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	struct net_conn *c = arg;
 
 	/* Called when the output buffer drained: a closing connection may go now. */
+	if (c->closing) {
+		conn_finish_close(c);
+		return;
+	}
+	/* A plain connection's backlog went out: back to writing replies directly. */
+	if (conn_plain(c) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
+}
+
+static void conn_run_input(struct net_conn *c);
+
+/* One listed connection: input held back by a pause first (it may add replies), then the
+ * output in one writev. What the socket does not take now is left to libevent's write
+ * event, which conn_write_cb turns off again once the backlog is gone. */
+static void
+conn_flush_now(struct net_conn *c)
+{
+	struct evbuffer *out;
+
+	if (c->torn_down || c->bev == NULL)
+		return;
+	if (c->want_input) {
+		c->want_input = false;
+		conn_run_input(c);
+		if (c->torn_down)
+			return;
+		/* The replies to what the client sent before it half-closed still go out. */
+		if (c->peer_eof && !c->paused && !c->closing)
+			net_conn_close_because(c, "peer-closed");
+	}
+	if (!conn_plain(c) || (bufferevent_get_enabled(c->bev) & EV_WRITE))
+		return;
+	out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) > 0) {
+		int n, err;
+
+		/* libevent freezes the front of a socket bufferevent's output so that only its write
+		 * callback drains it; it thaws it the same way around its own write. */
+		evbuffer_unfreeze(out, 1);
+		n = evbuffer_write(out, bufferevent_getfd(c->bev));
+		err = errno;
+		evbuffer_freeze(out, 1);
+		if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+			/* EPIPE, ECONNRESET: as conn_event_cb does for an error */
+			conn_schedule_teardown(c, c->closing ? NULL : "error");
+			return;
+		}
+		if (evbuffer_get_length(out) > 0) {
+			bufferevent_enable(c->bev, EV_WRITE);
+			return;
+		}
+	}
 	if (c->closing)
 		conn_finish_close(c);
+}
+
+/* The thread's flush event: runs once after the callbacks of a loop iteration that listed
+ * connections (conn_list_flush), so that all replies an iteration produced for a connection
+ * leave in one system call and the write event is never touched while the socket takes
+ * them. */
+static void
+thread_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_thread *t = arg;
+	struct net_conn *c;
+
+	while ((c = t->flush_head) != NULL) {
+		t->flush_head = c->flush_next;
+		c->flush_next = NULL;
+		c->flush_listed = false;
+		conn_flush_now(c);
+		net_conn_unref(&c);
+	}
 }
 
 void
@@ -694,7 +845,9 @@ net_conn_close(struct net_conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
-	if (c->bev != NULL)
+	/* A plain connection goes on reading (bounded by its watermark, and conn_read_cb
+	 * hands nothing to the protocol): the lingering close reads on anyway. */
+	if (c->bev != NULL && !conn_plain(c))
 		bufferevent_disable(c->bev, EV_READ);
 	conn_finish_close(c);
 }
@@ -708,7 +861,17 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
 		return;
 	}
-	if (c->closing || c->session == NULL)
+	if (c->closing || c->paused || c->session == NULL)
+		return;
+	c->proto->input(c->session, c);
+}
+
+/* Input that waited for net_conn_resume. */
+static void
+conn_run_input(struct net_conn *c)
+{
+	if (c->closing || c->paused || c->lingering || c->handshaking || c->session == NULL ||
+	    c->bev == NULL || conn_buffered_input(c) == 0)
 		return;
 	c->proto->input(c->session, c);
 }
@@ -741,6 +904,12 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
+		/* A paused plain connection still reads; while the server works, the client waits
+		 * for us, not the other way round: its idle time starts again. */
+		if ((what & BEV_EVENT_READING) && c->paused && !c->closing && conn_plain(c)) {
+			bufferevent_enable(bev, EV_READ);
+			return;
+		}
 		conn_schedule_teardown(c, c->closing ? NULL : c->handshaking ? "tls-timeout" : "timeout");
 		return;
 	}
@@ -751,8 +920,20 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_schedule_teardown(c, c->closing ? NULL : reason);
 		return;
 	}
-	if (what & BEV_EVENT_EOF)
+	if (what & BEV_EVENT_EOF) {
+		if (conn_plain(c) && !c->lingering) {
+			/* The client may have pipelined its last commands and half-closed: they are
+			 * run after the resume (conn_flush_now), then the connection goes. */
+			if (c->paused && !c->closing) {
+				c->peer_eof = true;
+				return;
+			}
+			/* Closing: the last replies go out first (conn_finish_close). */
+			if (c->closing && conn_pending_output(c) > 0)
+				return;
+		}
 		conn_schedule_teardown(c, c->closing ? NULL : "peer-closed");
+	}
 }
 
 static SSL *
@@ -849,7 +1030,10 @@ conn_start(void *arg)
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	net_conn_set_timeout(c, c->idle_ms);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	/* Plain: replies are written by thread_flush_cb; the write event is on only while a
+	 * backlog waits for the socket. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, NET_READ_MAX);
+	bufferevent_enable(c->bev, EV_READ);
 	c->session = c->proto->open(c);
 }
 
@@ -1073,16 +1257,26 @@ net_server_run(struct net_server *s)
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	for (unsigned int i = 0; i < s->nthreads; i++) {
 		struct net_thread *t = &s->threads[i];
+		struct event_config *evcfg;
 		char name[16];
 
 		t->server = s;
 		t->index = i;
 		pthread_mutex_init(&t->lock, NULL);
-		t->base = event_base_new();
+		/* The change list folds the adds and deletes an fd gets within one iteration into
+		 * at most one epoll_ctl (safe: no socket here is dup()ed). */
+		evcfg = event_config_new();
+		if (evcfg == NULL ||
+		    event_config_set_flag(evcfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) < 0 ||
+		    (t->base = event_base_new_with_config(evcfg)) == NULL)
+			t->base = event_base_new();
+		if (evcfg != NULL)
+			event_config_free(evcfg);
 		if (t->base == NULL)
 			log_fatal("event=error reason=\"cannot create event base\"");
 		t->wake = event_new(t->base, -1, EV_READ | EV_PERSIST, thread_wake_cb, t);
 		event_add(t->wake, NULL);
+		t->flush_ev = event_new(t->base, -1, 0, thread_flush_cb, t);
 		if (pthread_create(&t->tid, NULL, thread_main, t) != 0)
 			log_fatal("event=error reason=\"cannot start I/O thread\"");
 		snprintf(name, sizeof(name), "io/%u", i % 1000);
@@ -1199,6 +1393,15 @@ net_server_free(struct net_server **sp)
 		while (t->delayed != NULL)
 			delayed_run(t->delayed);
 		thread_wake_cb(-1, 0, t);
+		/* Connections still listed are all torn down by now: only their references go. */
+		while (t->flush_head != NULL) {
+			struct net_conn *c = t->flush_head;
+
+			t->flush_head = c->flush_next;
+			c->flush_listed = false;
+			net_conn_unref(&c);
+		}
+		event_free(t->flush_ev);
 		event_free(t->wake);
 		event_base_free(t->base);
 		pthread_mutex_destroy(&t->lock);

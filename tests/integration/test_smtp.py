@@ -269,6 +269,24 @@ def test_pipelining(mx):
     assert len(mailbox_messages(mx, "bob@example.test")) == 1
 
 
+
+def test_half_closed_client_gets_its_pipelined_replies(mx):
+    # A client sends all of its transactions, half-closes and then reads: the commands that
+    # arrived while the session waited for a lookup or a commit still run and are answered
+    # before the connection goes.
+    r = Raw(mx.ports["smtp"])
+    r.cmd("EHLO raw")
+    r.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+           b"Subject: half 1\r\n\r\nbody\r\n.\r\n"
+           b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+           b"Subject: half 2\r\n\r\nbody\r\n.\r\n")
+    r.s.shutdown(socket.SHUT_WR)
+    assert [r.reply()[0] for _ in range(8)] == ["250", "250", "354", "250"] * 2
+    with pytest.raises(EOFError):
+        r.line()
+    assert len(mailbox_messages(mx, "alice@example.test")) == 1
+    assert len(mailbox_messages(mx, "bob@example.test")) == 1
+
 def data_exchange(srv, payload, rcpt="alice@example.test"):
     r = Raw(srv.ports["smtp"])
     r.cmd("EHLO raw")
