@@ -116,7 +116,9 @@ index_flush(struct imap_session *s, struct index_job *j, size_t *indexed)
 	int ret = STORE_OK;
 
 	if (j->n > 0) {
-		ret = store_exec(imap_env.store, index_run, j, &error);
+		/* The index is a cache of the files: an entry a power loss takes back is found
+		 * missing and made again by the next search, so it need not wait for the disk. */
+		ret = store_exec_relaxed(imap_env.store, index_run, j, &error);
 		if (ret != STORE_OK)
 			log_warn("sid=%s event=search-index result=failed error=\"%s\"",
 			         net_conn_sid(s->conn), error != NULL ? error : store_err_str(ret));
