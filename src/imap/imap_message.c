@@ -521,13 +521,56 @@ find_part(const struct mime_part *root, const struct section *sec)
 	return p;
 }
 
+/* A message's bytes for FETCH: a small one read whole into memory (one database read when it
+ * is kept there: storage.inline_max is 64 KiB by default), a larger one through a descriptor,
+ * from which only the sections asked for are read. */
+#define MSG_IN_MEMORY_MAX (64 * 1024)
+
+struct msg_data {
+	int fd;
+	bool in_memory;
+	struct buf mem;
+};
+
 static int
-read_range(int fd, uint64_t off, uint64_t len, struct buf *out)
+msg_open(struct msg_data *md, const struct imap_row *r)
+{
+	md->fd = -1;
+	md->in_memory = r->size <= MSG_IN_MEMORY_MAX;
+	if (md->in_memory) {
+		buf_init(&md->mem, MSG_IN_MEMORY_MAX);
+		if (store_blob_read(imap_env.store, r->blob_id, &md->mem) == 1)
+			return 0;
+		buf_deinit(&md->mem);
+		md->in_memory = false;
+	}
+	md->fd = store_blob_open(imap_env.store, r->blob_id);
+	return md->fd >= 0 ? 0 : -1;
+}
+
+static void
+msg_close(struct msg_data *md)
+{
+	if (md->in_memory)
+		buf_deinit(&md->mem);
+	md->in_memory = false;
+	if (md->fd >= 0)
+		close(md->fd);
+	md->fd = -1;
+}
+
+static int
+read_range(const struct msg_data *md, uint64_t off, uint64_t len, struct buf *out)
 {
 	uint8_t chunk[65536];
 
+	if (md->in_memory) {
+		if (off > md->mem.len || len > md->mem.len - off)
+			return -1;
+		return buf_append(out, md->mem.data + off, (size_t)len);
+	}
 	while (len > 0) {
-		ssize_t n = pread(fd, chunk, MIN(len, sizeof(chunk)), (off_t)off);
+		ssize_t n = pread(md->fd, chunk, MIN(len, sizeof(chunk)), (off_t)off);
 
 		if (n <= 0)
 			return -1;
@@ -635,7 +678,7 @@ format_internaldate(char out[32], int64_t t)
 /* Writes one section of one message; returns 0 or -1 (tells the caller to stop with NO). */
 static int
 out_section(struct imap_session *s, const struct section *sec, const struct mime_part *root,
-            int fd, const struct imap_row *r, const char **why)
+            const struct msg_data *md, const struct imap_row *r, const char **why)
 {
 	const struct mime_part *p = find_part(root, sec);
 	uint64_t start, end;
@@ -674,7 +717,7 @@ out_section(struct imap_session *s, const struct section *sec, const struct mime
 	if (end < start)
 		end = start;
 	buf_init(&data, SIZE_MAX / 2);
-	if (read_range(fd, start, end - start, &data) < 0) {
+	if (read_range(md, start, end - start, &data) < 0) {
 		*why = "Message file could not be read";
 		buf_deinit(&data);
 		return -1;
@@ -713,8 +756,9 @@ static int
 fetch_one(struct imap_session *s, struct fetch *f, const struct imap_row *r, const char **why)
 {
 	struct mime_part *root = NULL;
+	struct msg_data md = {-1, false, {0}};
 	const char *sp = "";
-	int fd = -1, ret = 0;
+	int ret = 0;
 
 	if (f->need_tree) {
 		root = load_tree(r->blob_id);
@@ -724,8 +768,7 @@ fetch_one(struct imap_session *s, struct fetch *f, const struct imap_row *r, con
 		}
 	}
 	if (f->nsec > 0) {
-		fd = store_blob_open(imap_env.store, r->blob_id);
-		if (fd < 0) {
+		if (msg_open(&md, r) < 0) {
 			mime_part_free(&root);
 			*why = "Message file could not be read";
 			return -1;
@@ -776,18 +819,17 @@ fetch_one(struct imap_session *s, struct fetch *f, const struct imap_row *r, con
 			/* out_section writes a leading space */
 			size_t before = s->out.len;
 
-			ret = out_section(s, &f->sec[i], root, fd, r, why);
+			ret = out_section(s, &f->sec[i], root, &md, r, why);
 			if (s->out.len > before && s->out.data[before] == ' ')
 				memmove(s->out.data + before, s->out.data + before + 1,
 				        --s->out.len - before);
 		} else {
-			ret = out_section(s, &f->sec[i], root, fd, r, why);
+			ret = out_section(s, &f->sec[i], root, &md, r, why);
 		}
 		sp = " ";
 	}
 	imap_out(s, ")\r\n");
-	if (fd >= 0)
-		close(fd);
+	msg_close(&md);
 	mime_part_free(&root);
 	return ret;
 }

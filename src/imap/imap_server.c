@@ -553,6 +553,8 @@ worker_run(void *arg)
 {
 	struct imap_session *s = arg;
 
+	/* One snapshot for the command's reads (a write it waits for starts a new one). */
+	store_read_pin(imap_env.store);
 	if (s->dead) {
 		resume_abandon(s);
 	} else if (s->resume != NULL) {
@@ -565,6 +567,7 @@ worker_run(void *arg)
 	} else {
 		dispatch_worker(s);
 	}
+	store_read_unpin(imap_env.store);
 	net_thread_post(net_conn_thread(s->conn), worker_finish, s);
 }
 

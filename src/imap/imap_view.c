@@ -156,6 +156,8 @@ imap_view_sync(struct imap_session *s, bool expunges)
 	 * no notice since the last look, nothing to look at. */
 	if (!atomic_exchange(&s->changed, false))
 		return 0;
+	/* The command's snapshot may be older than the commit that sent the notice. */
+	store_read_refresh(imap_env.store);
 	buf_init(&c.vanished, SIZE_MAX / 2);
 	ret = store_mailbox_changes(imap_env.store, v->mailbox_id, v->modseq, sync_changed,
 	                            sync_expunged, &c, &mb);

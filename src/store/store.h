@@ -122,6 +122,17 @@ void store_job_add_blob(struct store_job *job, struct store_blob **blob);
 /* After done: STORE_OK or the error code, and a message (valid until store_job_free). */
 int store_job_result(const struct store_job *job, const char **error_r);
 void store_job_free(struct store_job **job);
+/* Until store_read_unpin, the calling thread's reads share one read transaction: one
+ * consistent snapshot, whose pages stay cached from one read to the next (without it, each read
+ * after any commit reads its pages again). For a unit of work such as one IMAP command; never
+ * across a wait for the client. Submitting a job (store_submit, store_exec) ends the snapshot,
+ * so that the thread's next read sees the write it waited for. Not nested. */
+void store_read_pin(struct store *store);
+void store_read_unpin(struct store *store);
+/* Ends the pinned snapshot now: the next read sees every commit made so far (for instance after
+ * a change notice, whose commit an older snapshot would not show). */
+void store_read_refresh(struct store *store);
+
 /* Queues the job; takes ownership until done is called. With background=false runs it now. */
 void store_submit(struct store *store, struct store_job *job);
 /* Runs fn in a job and waits for the commit. Returns STORE_OK or the error code; *error_r is

@@ -69,6 +69,11 @@ struct store_ops {
 	/* A committed blob's bytes when they are kept in the database: 1 and *out filled, 0 when
 	 * the blob is a file (or unknown), or an error. Any thread. */
 	int (*blob_data)(struct store *store, const char *id, struct buf *out);
+	/* store_read_pin/unpin for the calling thread; refresh ends the pinned snapshot (the
+	 * thread is about to wait for a write). */
+	void (*read_pin)(struct store *store);
+	void (*read_refresh)(struct store *store);
+	void (*read_unpin)(struct store *store);
 	/* Lists up to `limit` blobs whose refs = 0. */
 	int (*blob_unreferenced)(struct store *store, unsigned int limit, store__id_cb *cb,
 	                         void *ctx);

@@ -498,6 +498,8 @@ store_submit(struct store *store, struct store_job *job)
 {
 	ASSERT(!job->queued);
 	job->queued = true;
+	/* A thread that submits usually waits for the result next, and must then read it. */
+	store->ops->read_refresh(store);
 	pthread_mutex_lock(&store->lock);
 	if (store->closing) {
 		pthread_mutex_unlock(&store->lock);
@@ -574,6 +576,24 @@ int
 store_exec_relaxed(struct store *store, store_job_fn *fn, void *ctx, const char **error_r)
 {
 	return store__exec(store, fn, ctx, store->opts.relaxed_sync, error_r);
+}
+
+void
+store_read_pin(struct store *store)
+{
+	store->ops->read_pin(store);
+}
+
+void
+store_read_unpin(struct store *store)
+{
+	store->ops->read_unpin(store);
+}
+
+void
+store_read_refresh(struct store *store)
+{
+	store->ops->read_refresh(store);
 }
 
 void

@@ -901,6 +901,49 @@ test_small_blobs_in_database(void **state)
 	assert_false(blob_file_exists(f, ids[1]));
 }
 
+/* A pinned thread reads one snapshot until it submits a job or refreshes; unpinned reads see
+ * every commit at once. */
+static void
+test_read_pin(void **state)
+{
+	struct fixture *f = *state;
+	struct store_mailbox m;
+	int64_t acc;
+	char id[32];
+
+	f->opts.background = true;
+	open_store(f);
+	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
+	acc = add_account(f, "alice@example.org");
+	assert_int_equal(store_mailbox_get(f->store, acc, "INBOX", &m), 1);
+	fmt(id, sizeof(id), "%lld", (long long)m.id);
+
+	store_read_pin(f->store);
+	assert_int_equal(store_mailbox_get(f->store, acc, "INBOX", &m), 1);
+	assert_int_equal(m.uidnext, 1);
+	/* Another connection commits: the pinned snapshot does not see it... */
+	db_exec(f, "UPDATE mailboxes SET uidnext = 50 WHERE id = ?1", id);
+	assert_int_equal(store_mailbox_get(f->store, acc, "Sent", &m), 1);
+	assert_int_equal(store_mailbox_get(f->store, acc, "INBOX", &m), 1);
+	assert_int_equal(m.uidnext, 1);
+	/* ... until it is refreshed. */
+	store_read_refresh(f->store);
+	assert_int_equal(store_mailbox_get(f->store, acc, "INBOX", &m), 1);
+	assert_int_equal(m.uidnext, 50);
+	/* A job this thread waits for ends the snapshot too: its write is seen. */
+	db_exec(f, "UPDATE mailboxes SET uidnext = 60 WHERE id = ?1", id);
+	assert_int_equal(store_mailbox_get(f->store, acc, "INBOX", &m), 1);
+	assert_int_equal(m.uidnext, 50);
+	assert_int_equal(exec2(f, job_domain_add, "example.net", NULL, NULL), STORE_OK);
+	assert_int_equal(store_mailbox_get(f->store, acc, "INBOX", &m), 1);
+	assert_int_equal(m.uidnext, 60);
+	store_read_unpin(f->store);
+
+	db_exec(f, "UPDATE mailboxes SET uidnext = 70 WHERE id = ?1", id);
+	assert_int_equal(store_mailbox_get(f->store, acc, "INBOX", &m), 1);
+	assert_int_equal(m.uidnext, 70);
+}
+
 static int
 count_files(const char *dir)
 {
@@ -2078,6 +2121,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_background, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_blob_refs_and_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_blobs_in_database, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_pin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_unknown_blob, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_background_sweeps, setup, teardown),
