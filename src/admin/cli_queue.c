@@ -97,35 +97,49 @@ parse_id(const char *s, int64_t *id_r)
 
 static const char *const queue_actions[] = {"hold", "release", "retry", "delete"};
 
-/* An action on the entries named by id. */
+/* By id: all in one transaction, so that the running server's queue runner sees them together
+ * (retried entries to one destination leave over one connection). An id that is not there is
+ * reported; the others are still done. */
 struct qchange {
-	int64_t id;
+	const int64_t *ids;
+	size_t n;
 	enum store_queue_action action;
+	bool *missing;
+	uint64_t done;
 };
 
 static int
 job_qchange(struct store_txn *txn, void *ctx)
 {
 	struct qchange *c = ctx;
-	int ret;
+	int ret = STORE_OK;
 
-	switch (c->action) {
-	case STORE_QUEUE_HOLD:
-		ret = store_txn_queue_hold(txn, c->id, true);
-		break;
-	case STORE_QUEUE_RELEASE:
-		ret = store_txn_queue_hold(txn, c->id, false);
-		break;
-	case STORE_QUEUE_DELETE:
-		ret = store_txn_queue_remove(txn, c->id);
-		break;
-	default:
-		ret = store_txn_queue_retry(txn, c->id);
-		break;
+	c->done = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		switch (c->action) {
+		case STORE_QUEUE_HOLD:
+			ret = store_txn_queue_hold(txn, c->ids[i], true);
+			break;
+		case STORE_QUEUE_RELEASE:
+			ret = store_txn_queue_hold(txn, c->ids[i], false);
+			break;
+		case STORE_QUEUE_DELETE:
+			ret = store_txn_queue_remove(txn, c->ids[i]);
+			break;
+		default:
+			ret = store_txn_queue_retry(txn, c->ids[i]);
+			break;
+		}
+		c->missing[i] = ret == STORE_ERR_NOTFOUND;
+		if (ret == STORE_ERR_NOTFOUND)
+			continue;
+		if (ret != STORE_OK)
+			return ret;
+		c->done++;
 	}
 	/* The running server's queue runner polls this: released and retried mail may sit
 	 * behind where its reads have got to. */
-	return ret == STORE_OK ? store_txn_meta_bump(txn, "queue_generation") : ret;
+	return c->done > 0 ? store_txn_meta_bump(txn, "queue_generation") : STORE_OK;
 }
 
 /* One chunk of an action by filter. */
@@ -205,25 +219,29 @@ queue_act_filter(struct store *store, const struct store_queue_filter *filter,
 	return 0;
 }
 
-/* By id: one job each; an id that is not there is an error, the others are still done. */
 static int
 queue_act_ids(struct store *store, const int64_t *ids, size_t nids,
               enum store_queue_action action, bool json)
 {
+	struct qchange c = {ids, nids, action, xcalloc(nids + 1, sizeof(bool)), 0};
 	uint64_t done = 0;
 	const char *error;
 	int ret = 0;
 
-	for (size_t i = 0; i < nids; i++) {
-		struct qchange c = {ids[i], action};
-
-		if (store_exec(store, job_qchange, &c, &error) != STORE_OK) {
-			cli_error("%s %lld: %s", queue_actions[action], (long long)ids[i], error);
-			ret = 1;
-		} else {
-			done++;
+	if (store_exec(store, job_qchange, &c, &error) != STORE_OK) {
+		cli_error("%s: %s", queue_actions[action], error);
+		ret = 1;
+	} else {
+		done = c.done;
+		for (size_t i = 0; i < nids; i++) {
+			if (c.missing[i]) {
+				cli_error("%s %lld: no queue entry %lld", queue_actions[action],
+				          (long long)ids[i], (long long)ids[i]);
+				ret = 1;
+			}
 		}
 	}
+	free(c.missing);
 	if (json) {
 		printf("{\"action\":\"%s\",\"entries\":%llu}\n", queue_actions[action],
 		       (unsigned long long)done);

@@ -390,14 +390,19 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 		 * before that syncs it too (the log is written in order). */
 		bool relaxed = store->have_writer;
 
+		bool late_sync;
+
 		for (size_t i = 0; i < n && relaxed; i++)
 			relaxed = jobs[i]->result != STORE_OK || (jobs[i]->relaxed && jobs[i]->nblobs == 0);
 		pthread_mutex_lock(&store->write_lock);
 		store__in_txn = true;
-		if (relaxed && store->ops->set_durable(store, false) != STORE_OK)
-			relaxed = false;
+		/* The log is synced after the write lock is released (late_sync), so that the other
+		 * lane's commits (flags, expunges) need not wait for this batch's flush. The commit
+		 * is visible to readers a moment before it is durable; done, and with it every
+		 * positive answer, comes only after the sync. */
+		late_sync = store->ops->set_durable(store, false) == STORE_OK;
 		committed = store__transact(store, jobs, n, &unsure);
-		if (relaxed)
+		if (late_sync)
 			(void)store->ops->set_durable(store, true);
 		store__in_txn = false;
 		pthread_mutex_unlock(&store->write_lock);
@@ -408,10 +413,29 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 			if (relaxed && !store->relaxed_pending) {
 				store->relaxed_pending = true;
 				store->relaxed_since = store__mono_ms();
+				/* The relaxed lane syncs it within STORE__RELAXED_MS: it may be asleep
+				 * (relaxed commits also run on the threads that ask for them). */
+				if (store->have_relaxed_writer)
+					pthread_cond_signal(&store->rwake);
 			} else if (!relaxed) {
+				/* The sync below covers every relaxed commit before this one; one that
+				 * comes later sets this again. */
 				store->relaxed_pending = false;
 			}
 			pthread_mutex_unlock(&store->lock);
+		}
+		if (committed && !relaxed && late_sync) {
+			int ret = store->ops->sync(store);
+
+			if (ret != STORE_OK) {
+				/* As for a failed COMMIT: the outcome on disk is unknown, the client
+				 * gets a temporary error, the blobs stay for the sweep to decide. */
+				log_error("event=store_sync result=failed jobs=%zu error=\"%s\"", n,
+				          store_err_str(ret));
+				store__fail_all(jobs, n, ret, "sync failed", store_err_str(ret));
+				committed = false;
+				unsure = true;
+			}
 		}
 	}
 
@@ -609,6 +633,7 @@ store__exec(struct store *store, store_job_fn *fn, void *ctx, bool relaxed, cons
 	struct store__exec ex;
 	struct store_job *job;
 	const char *error;
+	bool inline_ok;
 	int ret;
 
 	/* From a job or (serve mode) a done callback this would wait for itself. */
@@ -622,7 +647,23 @@ store__exec(struct store *store, store_job_fn *fn, void *ctx, bool relaxed, cons
 	pthread_cond_init(&ex.cond, NULL);
 	job = store_job_new(store__exec_run, store__exec_done, &ex);
 	job->relaxed = relaxed;
-	store_submit(store, job);
+	pthread_mutex_lock(&store->lock);
+	inline_ok = relaxed && store->have_relaxed_writer && !store->closing;
+	pthread_mutex_unlock(&store->lock);
+	if (inline_ok) {
+		/* A relaxed commit does not wait for the disk, so the caller may as well run it
+		 * itself (the write lock orders it with both lanes): two thread hand-offs fewer
+		 * than queueing it for the relaxed lane and waiting to be woken. */
+		store->ops->read_refresh(store);
+		job->queued = true;
+		store__run_batch(store, &job, 1);
+		pthread_mutex_lock(&store->lock);
+		if (store->gc_check)
+			pthread_cond_signal(&store->wake);
+		pthread_mutex_unlock(&store->lock);
+	} else {
+		store_submit(store, job);
+	}
 	pthread_mutex_lock(&ex.lock);
 	while (!ex.done)
 		pthread_cond_wait(&ex.cond, &ex.lock);

@@ -144,6 +144,11 @@ def test_hold_and_delete_everything(make_server):
     # By id still works and says how many.
     ids = sorted({x["id"] for x in listing(srv)})
     assert action(srv, "release", str(ids[2])) == {"action": "release", "entries": 1}
+    # Several ids go in one transaction; one that is not there is reported, the others done.
+    p = srv.cli("queue", "hold", str(ids[0]), "999999", str(ids[1]), check=False)
+    assert p.returncode == 1 and "999999" in p.stderr, p
+    assert "held 2 entries" in p.stdout, p.stdout
+    assert sorted({x["id"] for x in listing(srv, "--held")}) == ids[:2]
     r = action(srv, "delete", "--all")
     assert r["entries"] == 3 and r["recipients"] == 4
     assert queue_count(srv) == 0
