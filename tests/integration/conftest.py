@@ -224,22 +224,21 @@ def blob_file_paths(server, blob):
     return glob.glob(os.path.join(server.data_dir, "blobs", "*", blob))
 
 
-def blob_rows(server):
-    """Number of message blobs the store knows (in the database or as files)."""
+def db_count(server, table):
+    """Rows of a table, read with a connection of our own."""
     import sqlite3
     db = os.path.join(server.data_dir, "postamt.db")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        return con.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+        return con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         con.close()
+
+
+def blob_rows(server):
+    """Number of message blobs the store knows (in the database or as files)."""
+    return db_count(server, "blobs")
 
 
 def queue_count(server):
-    import sqlite3
-    db = os.path.join(server.data_dir, "postamt.db")
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return con.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
-    finally:
-        con.close()
+    return db_count(server, "queue")

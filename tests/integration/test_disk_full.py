@@ -31,14 +31,20 @@ def fill(path, leave):
         os.fsync(f.fileno())
 
 
-def test_disk_full_is_temporary_and_recovers(make_server, small_disk):
+def server_on(make_server, disk):
+    """A running server with alice whose data folder is on disk."""
     srv = make_server(start=False)
     srv.cli("user", "add", "alice@example.test", "--password-stdin", input="pw\n")
-    data = os.path.join(small_disk, "data")
+    data = os.path.join(disk, "data")
     shutil.copytree(os.path.join(srv.root, "data"), data)
     srv.set_config({"server.data_dir": data})
     srv.data_dir = data
     srv.start()
+    return srv, data
+
+
+def test_disk_full_is_temporary_and_recovers(make_server, small_disk):
+    srv, data = server_on(make_server, small_disk)
     body = ("x" * 76 + "\r\n") * 4000   # about 300 KiB
     msg = f"Subject: big\r\n\r\n{body}".encode()
 
@@ -68,13 +74,7 @@ def test_disk_full_is_temporary_and_recovers(make_server, small_disk):
 def test_disk_full_with_messages_kept_in_the_database(make_server, small_disk):
     """Messages under storage.inline_max go into the database: when its log cannot grow, the
     client gets 452 and nothing acknowledged is lost; with space back, mail flows again."""
-    srv = make_server(start=False)
-    srv.cli("user", "add", "alice@example.test", "--password-stdin", input="pw\n")
-    data = os.path.join(small_disk, "data")
-    shutil.copytree(os.path.join(srv.root, "data"), data)
-    srv.set_config({"server.data_dir": data})
-    srv.data_dir = data
-    srv.start()
+    srv, _ = server_on(make_server, small_disk)
 
     fill(small_disk, 512 * 1024)
     accepted, refused = [], 0
