@@ -7,6 +7,9 @@
 
 struct hmap;
 
+/* SipHash-2-4 of data under a 128-bit key (exposed for its test vectors). */
+uint64_t hmap_siphash(const uint8_t key[16], const void *data, size_t len);
+
 struct hmap *hmap_new(void);
 /* Frees the map; values are the caller's (free them first with hmap_foreach). */
 void hmap_free(struct hmap **map);

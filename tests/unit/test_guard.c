@@ -13,6 +13,28 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The reference vectors of SipHash-2-4: key 00 01 .. 0f, input 00 01 .. (n - 1). */
+static void
+test_siphash_vectors(void **state)
+{
+	static const struct {
+		size_t n;
+		uint64_t want;
+	} v[] = {
+		{0, 0x726fdb47dd0e0e31ULL},  {1, 0x74f839c593dc67fdULL},
+		{8, 0x93f5f5799a932462ULL},  {15, 0xa129ca6149be45e5ULL},
+	};
+	uint8_t key[16], in[64];
+
+	(void)state;
+	for (int i = 0; i < 16; i++)
+		key[i] = (uint8_t)i;
+	for (int i = 0; i < 64; i++)
+		in[i] = (uint8_t)i;
+	for (size_t i = 0; i < N_ELEMENTS(v); i++)
+		assert_true(hmap_siphash(key, in, v[i].n) == v[i].want);
+}
+
 static void
 test_hmap(void **state)
 {
@@ -242,6 +264,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_siphash_vectors),
 		cmocka_unit_test(test_hmap),
 		cmocka_unit_test(test_address_prefix),
 		cmocka_unit_test_setup_teardown(test_ban_after_distinct_failures, setup, teardown),
