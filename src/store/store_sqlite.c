@@ -331,6 +331,7 @@ struct sqlite__conn {
 
 struct sqlite__engine {
 	struct sqlite__conn writer;
+	char *wal_path; /* the write-ahead log, synced by sqlite__sync after every durable batch */
 	pthread_mutex_t pool_lock;
 	struct sqlite__conn *free_conns;
 	struct sqlite__conn *all[SQLITE__POOL_MAX];
@@ -480,6 +481,7 @@ sqlite__open(struct store *store, const char **error_r)
 		free(e);
 		return ret;
 	}
+	e->wal_path = xasprintf("%s-wal", store->database);
 	store->engine = e;
 	return STORE_OK;
 }
@@ -499,6 +501,7 @@ sqlite__close(struct store *store)
 	}
 	sqlite__conn_close(&e->writer);
 	pthread_mutex_destroy(&e->pool_lock);
+	free(e->wal_path);
 	free(e);
 	store->engine = NULL;
 }
@@ -719,11 +722,9 @@ sqlite__sync(struct store *store)
 {
 	/* The relaxed commits are in the write-ahead log, written but not synced: syncing the
 	 * log file makes them durable, exactly as a FULL commit would have. */
-	char *wal = xasprintf("%s-wal", store->database);
-	int fd = open(wal, O_RDONLY | O_CLOEXEC);
+	int fd = open(sqlite__engine(store)->wal_path, O_RDONLY | O_CLOEXEC);
 	int ret = STORE_OK;
 
-	free(wal);
 	if (fd < 0)
 		return errno == ENOENT ? STORE_OK : store__errno_err(errno);
 	if (fdatasync(fd) < 0)

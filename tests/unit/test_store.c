@@ -378,6 +378,17 @@ sync_job_deinit(struct sync_job *s)
 	pthread_cond_destroy(&s->cond);
 }
 
+/* Delivers content to one mailbox and waits; the caller checks s->result and deinits s. */
+static void
+sync_deliver(struct fixture *f, struct sync_job *s, const int64_t *mailbox, const char *content)
+{
+	sync_job_init(s);
+	s->d.mailboxes = mailbox;
+	s->d.nmailboxes = 1;
+	sync_job_submit(f, s, content);
+	sync_job_wait(s);
+}
+
 /* ---- Schema ----------------------------------------------------------------------------- */
 
 static int
@@ -713,12 +724,8 @@ run_deliveries(struct fixture *f)
 	acc = add_account(f, "alice@example.org");
 	inbox = inbox_of(f, acc);
 	for (int i = 0; i < 5; i++) {
-		sync_job_init(&s);
-		s.d.mailboxes = &inbox;
-		s.d.nmailboxes = 1;
 		fmt(content, sizeof(content), "Subject: %d\r\n\r\nbody %d\r\n", i, i);
-		sync_job_submit(f, &s, content);
-		sync_job_wait(&s);
+		sync_deliver(f, &s, &inbox, content);
 		assert_int_equal(s.result, STORE_OK);
 		assert_string_equal(s.error, "");
 		assert_int_equal(s.d.uids[0], (uint32_t)i + 1);
@@ -836,11 +843,7 @@ test_small_blobs_in_database(void **state)
 	acc = add_account(f, "alice@example.org");
 	inbox = inbox_of(f, acc);
 	for (int i = 0; i < 3; i++) {
-		sync_job_init(&s);
-		s.d.mailboxes = &inbox;
-		s.d.nmailboxes = 1;
-		sync_job_submit(f, &s, contents[i]);
-		sync_job_wait(&s);
+		sync_deliver(f, &s, &inbox, contents[i]);
 		assert_int_equal(s.result, STORE_OK);
 		fmt(ids[i], sizeof(ids[i]), "%s", s.blob_id);
 		assert_false(tmp_file_exists(f, s.blob_id));
@@ -1084,11 +1087,7 @@ test_deliver_unknown_blob(void **state)
 		struct sync_job s;
 		int64_t nobox = inbox + 1000;
 
-		sync_job_init(&s);
-		s.d.mailboxes = &nobox;
-		s.d.nmailboxes = 1;
-		sync_job_submit(f, &s, "x");
-		sync_job_wait(&s);
+		sync_deliver(f, &s, &nobox, "x");
 		assert_int_equal(s.result, STORE_ERR_NOTFOUND);
 		assert_false(blob_file_exists(f, s.blob_id));
 		assert_false(tmp_file_exists(f, s.blob_id));
@@ -1132,11 +1131,7 @@ test_orphans(void **state)
 	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
 	inbox = inbox_of(f, add_account(f, "a@example.org"));
 	/* A committed, referenced blob whose file is old: never touched. */
-	sync_job_init(&s);
-	s.d.mailboxes = &inbox;
-	s.d.nmailboxes = 1;
-	sync_job_submit(f, &s, "kept");
-	sync_job_wait(&s);
+	sync_deliver(f, &s, &inbox, "kept");
 	assert_int_equal(s.result, STORE_OK);
 	{
 		char *p = store_blob_path(f->store, s.blob_id);
