@@ -1427,6 +1427,8 @@ imap_cmd_copy(struct imap_session *s, bool move)
 		imap_tagged_store_error(s, ret, cmd->name);
 		goto out;
 	}
+	if (c.n > 0)
+		imap_view_written(s, mb.id);
 	buf_init(&src, SIZE_MAX / 2);
 	buf_init(&dst, SIZE_MAX / 2);
 	for (size_t i = 0; i < c.n; i++) {
@@ -1651,6 +1653,7 @@ imap_cmd_append(struct imap_session *s)
 		imap_tagged_store_error(s, ret, "APPEND");
 		goto out;
 	}
+	imap_view_written(s, mb.id);
 	(void)imap_view_sync(s, true);
 	buf_init(&uids, SIZE_MAX / 2);
 	for (size_t j = 0; j < c.n; j++)

@@ -135,6 +135,8 @@ void imap_view_free(struct imap_view **v);
 /* Sends what changed since the view's MODSEQ: EXPUNGE (or VANISHED with QRESYNC) when
  * expunges is true, FETCH FLAGS, EXISTS. Returns 0 or a store_err. */
 int imap_view_sync(struct imap_session *s, bool expunges);
+/* A command of this session committed a change to mailbox_id: its next sync looks. */
+void imap_view_written(struct imap_session *s, int64_t mailbox_id);
 /* Sequence number of uid, or 0 when the view does not have it. */
 uint32_t imap_view_seq(const struct imap_view *v, uint32_t uid);
 /* Removes uid from the view; returns its former sequence number or 0. */

@@ -183,6 +183,16 @@ imap_view_sync(struct imap_session *s, bool expunges)
 }
 
 void
+imap_view_written(struct imap_session *s, int64_t mailbox_id)
+{
+	/* The store's change notice reaches the session through its I/O thread, possibly after
+	 * this command's own sync: without this, an APPEND would not announce its message, and a
+	 * UID STORE on its APPENDUID right after would find nothing. */
+	if (s->view != NULL && s->view->mailbox_id == mailbox_id)
+		atomic_store(&s->changed, true);
+}
+
+void
 imap_cmd_noop(struct imap_session *s)
 {
 	(void)imap_view_sync(s, true);

@@ -7,6 +7,7 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 import time
 import zlib
 
@@ -1314,12 +1315,54 @@ def test_append_flags_date_and_appenduid(connect):
 
 
 def test_append_to_selected_mailbox_reports_exists(connect):
+    # The APPEND itself announces its message, so that the client can use its APPENDUID at
+    # once (a draft saved, then the older copy deleted). Repeated: the store's change notice
+    # reaches the session asynchronously, and the command must not depend on it.
     c = connect()
     c.select()
-    r = c.cmd("APPEND", "INBOX", Lit(simple("self")))
-    assert r.status == "OK", r
-    r2 = c.cmd("NOOP")
-    assert r.numbers("EXISTS") + r2.numbers("EXISTS") == [1], (r, r2)
+    for i in range(1, 21):
+        r = c.cmd("APPEND", "INBOX", Lit(simple(f"self {i}")))
+        assert r.status == "OK", r
+        assert r.numbers("EXISTS") == [i], (i, r)
+        uid = r.code("APPENDUID").split(" ")[1]
+        r = c.cmd("UID", "STORE", uid, "+FLAGS", "(\\Seen)")
+        assert r.status == "OK" and len(r.fetches()) == 1, (i, r)
+    r = c.cmd("UID", "COPY", "1", "INBOX")
+    assert r.status == "OK" and r.numbers("EXISTS") == [21], r
+
+
+def test_append_then_uid_store_under_concurrency(connect):
+    # The same as above with several sessions at once on shared mailboxes, where the change
+    # notices lag most: every APPEND must announce its own message, and every UID STORE and
+    # UID EXPUNGE on its APPENDUID must find it, so that the mailboxes end empty.
+    errors = []
+
+    def client(user):
+        c = connect(user=user)
+        c.select()
+        for i in range(25):
+            r = c.cmd("APPEND", "INBOX", Lit(simple(f"{user} {i}")))
+            if r.status != "OK" or not r.numbers("EXISTS"):
+                errors.append(("APPEND", user, i, r))
+                return
+            uid = r.code("APPENDUID").split(" ")[1]
+            r = c.cmd("UID", "STORE", uid, "+FLAGS.SILENT", "(\\Deleted)")
+            r2 = c.cmd("UID", "EXPUNGE", uid)
+            if r.status != "OK" or r2.status != "OK" or not r2.lines("EXPUNGE"):
+                errors.append(("EXPUNGE", user, i, r, r2))
+                return
+
+    threads = [threading.Thread(target=client, args=(ALICE if i % 2 else BOB,))
+               for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=TIMEOUT * 4)
+    assert errors == []
+    c = connect()
+    assert status_of(c, "INBOX")["MESSAGES"] == 0
+    c = connect(user=BOB)
+    assert status_of(c, "INBOX")["MESSAGES"] == 0
 
 
 def test_multiappend(connect):
