@@ -1249,6 +1249,36 @@ expunge_run(struct store_txn *txn, void *ctx)
 	return STORE_OK;
 }
 
+/* The \Deleted messages the store lists that are in the view (and among the wanted ones). */
+struct deleted_ctx {
+	const struct imap_view *view;
+	const uint32_t *only; /* sorted; NULL: all of the view */
+	size_t nonly, i;
+	uint32_t *uids;
+	size_t n, cap;
+};
+
+static int
+deleted_cb(const struct store_message *m, void *ctx)
+{
+	struct deleted_ctx *d = ctx;
+
+	if (d->only != NULL) {
+		while (d->i < d->nonly && d->only[d->i] < m->uid)
+			d->i++;
+		if (d->i == d->nonly || d->only[d->i] != m->uid)
+			return 0;
+	} else if (imap_view_seq(d->view, m->uid) == 0) {
+		return 0; /* not announced to this session yet */
+	}
+	if (d->n == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 16;
+		d->uids = xrealloc(d->uids, d->cap * sizeof(*d->uids));
+	}
+	d->uids[d->n++] = m->uid;
+	return 0;
+}
+
 /* Expunges the \Deleted messages among uids (all of the view when uids is NULL) and reports
  * them unless quiet. */
 static int
@@ -1256,25 +1286,24 @@ expunge_deleted(struct imap_session *s, const uint32_t *only, size_t nonly, bool
 {
 	struct imap_view *v = s->view;
 	struct expunge_ctx c = {0};
-	struct imap_rows rows;
+	struct deleted_ctx d = {v, only, nonly, 0, NULL, 0, 0};
 	const char *error;
 	struct buf vanished;
 	int ret;
 
-	if (v->count == 0)
+	if (v->count == 0 || (only != NULL && nonly == 0))
 		return 0;
-	ret = imap_rows_load(s, only != NULL ? only : v->uids, only != NULL ? nonly : v->count, &rows);
+	ret = store_message_deleted(imap_env.store, v->mailbox_id,
+	                            only != NULL ? only[0] : v->uids[0],
+	                            only != NULL ? only[nonly - 1] : v->uids[v->count - 1],
+	                            deleted_cb, &d);
 	if (ret < 0) {
-		imap_rows_free(&rows);
+		free(d.uids);
 		return ret;
 	}
 	c.mailbox_id = v->mailbox_id;
-	c.uids = xmalloc((rows.n + 1) * sizeof(*c.uids));
-	for (size_t i = 0; i < rows.n; i++) {
-		if (rows.v[i].flags & STORE_FLAG_DELETED)
-			c.uids[c.n++] = rows.v[i].uid;
-	}
-	imap_rows_free(&rows);
+	c.uids = d.uids;
+	c.n = d.n;
 	c.gone = xcalloc(c.n + 1, sizeof(bool));
 	ret = c.n > 0 ? store_exec_relaxed(imap_env.store, expunge_run, &c, &error) : STORE_OK;
 	if (ret == STORE_OK && !quiet) {

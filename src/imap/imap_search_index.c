@@ -1,10 +1,11 @@
 /* The full-text index as SEARCH, SORT and THREAD use it: before a program with text keys runs,
- * the files of the mailbox that are not indexed yet are indexed (at most
- * imap.search_index_budget bytes of them per command, so that the first search of a large
- * mailbox is not held up for minutes: the rest is read directly, as without an index, and
- * indexed by later searches); then the index names the messages that cannot match, and the
- * engine skips them. The engine stays the judge of every other message, so results are those
- * of a search without index. Nothing is indexed at delivery: SMTP does not pay for it.
+ * one query of the account's index names the messages of the mailbox that cannot match (the
+ * engine skips them) and the files the index does not hold yet. Those are indexed then, at most
+ * imap.search_index_budget bytes of them per command, newest first, so that the first search
+ * of a large mailbox is not held up for minutes (the rest is read directly, as without an
+ * index, and indexed by later searches); after a large batch the query runs again. The engine
+ * stays the judge of every message it reads, so results are those of a search without index.
+ * Nothing is indexed at delivery: SMTP does not pay for it.
  *
  * Threads: a worker (the command's), which may block on files and on store_exec. */
 #include "imap/imap_search.h"
@@ -51,34 +52,59 @@ imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r)
 
 /* ---- indexing ------------------------------------------------------------------------------ */
 
+/* The files the match found missing from the account's index, the newest last: a window that
+ * keeps the newest ones within the budget (and INDEX_MAX_FILES), as the rows come by uid. */
 struct pending {
 	char (*ids)[33];
-	size_t n, cap;
-	uint64_t bytes;   /* raw size of the files listed */
-	uint64_t budget;  /* bytes */
-	size_t left;      /* files not listed: beyond the budget */
+	uint64_t *sizes;
+	size_t head, n, cap; /* listed: [head, n) */
+	uint64_t bytes;      /* raw size of the files listed */
+	uint64_t budget;     /* bytes */
+	size_t left;         /* files not listed: beyond the budget, or dropped for newer ones */
 };
 
-static int
-pending_cb(const char *blob_id, uint64_t size, void *ctx)
-{
-	struct pending *p = ctx;
+/* At most this many files indexed by one command, whatever their size. */
+#define INDEX_MAX_FILES 4096
 
-	if (size > p->budget - p->bytes || strlen(blob_id) != 32) {
-		p->left++; /* this one waits for a later command (or never fits: read directly) */
-		return 0;
+static void
+pending_add(struct pending *p, const char *blob_id, uint64_t size)
+{
+	if (size > p->budget || strlen(blob_id) != 32) {
+		p->left++; /* never fits: read directly */
+		return;
 	}
-	for (size_t i = p->n; i > 0 && i + 8 > p->n; i--) {
+	for (size_t i = p->n; i > p->head && i + 8 > p->n; i--) {
 		if (strcmp(p->ids[i - 1], blob_id) == 0)
-			return 0; /* a copy in the same mailbox, listed just before */
+			return; /* a copy in the same mailbox, listed just before */
 	}
 	if (p->n == p->cap) {
-		p->cap = p->cap ? p->cap * 2 : 64;
-		p->ids = xrealloc(p->ids, p->cap * sizeof(*p->ids));
+		if (p->head > 0) {
+			/* slide the window to the front before growing */
+			memmove(p->ids, p->ids + p->head, (p->n - p->head) * sizeof(*p->ids));
+			memmove(p->sizes, p->sizes + p->head, (p->n - p->head) * sizeof(*p->sizes));
+			p->n -= p->head;
+			p->head = 0;
+		}
+		if (p->n == p->cap) {
+			p->cap = p->cap ? p->cap * 2 : 64;
+			p->ids = xrealloc(p->ids, p->cap * sizeof(*p->ids));
+			p->sizes = xrealloc(p->sizes, p->cap * sizeof(*p->sizes));
+		}
 	}
-	memcpy(p->ids[p->n++], blob_id, 33);
+	memcpy(p->ids[p->n], blob_id, 33);
+	p->sizes[p->n++] = size;
 	p->bytes += size;
-	return 0;
+	while (p->bytes > p->budget || p->n - p->head > INDEX_MAX_FILES) {
+		p->bytes -= p->sizes[p->head++];
+		p->left++;
+	}
+}
+
+static void
+pending_free(struct pending *p)
+{
+	free(p->ids);
+	free(p->sizes);
 }
 
 struct index_doc {
@@ -87,6 +113,7 @@ struct index_doc {
 };
 
 struct index_job {
+	int64_t account_id;
 	struct index_doc docs[INDEX_JOB_FILES];
 	size_t n;
 	uint64_t bytes; /* raw size of the files in docs */
@@ -99,8 +126,8 @@ index_run(struct store_txn *txn, void *ctx)
 
 	for (size_t i = 0; i < j->n; i++) {
 		const struct index_doc *d = &j->docs[i];
-		int ret = store_txn_fts_add(txn, d->blob_id, d->header.data, d->header.len,
-		                            d->body.data, d->body.len);
+		int ret = store_txn_fts_add(txn, j->account_id, d->blob_id, d->header.data,
+		                            d->header.len, d->body.data, d->body.len);
 
 		if (ret != STORE_OK)
 			return ret;
@@ -134,34 +161,25 @@ index_flush(struct imap_session *s, struct index_job *j, size_t *indexed)
 	return ret;
 }
 
-/* Indexes files of the mailbox that are not indexed yet, within the budget. */
+/* Indexes the listed files, newest first. */
 static void
-index_pending(struct imap_session *s, struct imap_search_stats *stats)
+index_pending(struct imap_session *s, struct pending *p, struct imap_search_stats *stats)
 {
-	struct pending p = {NULL, 0, 0, 0, imap_limits.search_index_budget, 0};
-	struct index_job *j;
-	int ret;
+	struct index_job *j = xcalloc(1, sizeof(*j));
 
-	if (p.budget == 0)
-		return;
-	ret = store_fts_pending(imap_env.store, s->view->mailbox_id, pending_cb, &p);
-	if (ret < 0) {
-		free(p.ids);
-		return;
-	}
-	stats->unindexed = p.left;
-	j = xcalloc(1, sizeof(*j));
-	for (size_t i = 0; i < p.n; i++) {
+	j->account_id = s->account_id;
+	stats->unindexed = p->left;
+	for (size_t i = p->n; i > p->head; i--) {
 		struct index_doc *d = &j->docs[j->n];
 		uint8_t *data;
 		size_t len;
 
-		if (imap_search_read_file(p.ids[i], &data, &len) < 0 || data == NULL) {
+		if (imap_search_read_file(p->ids[i - 1], &data, &len) < 0 || data == NULL) {
 			free(data);
 			stats->unindexed++; /* read directly if the search needs it */
 			continue;
 		}
-		d->blob_id = p.ids[i];
+		d->blob_id = p->ids[i - 1];
 		imap_search_extract(data, len, &d->header, &d->body);
 		free(data);
 		j->n++;
@@ -170,7 +188,7 @@ index_pending(struct imap_session *s, struct imap_search_stats *stats)
 			size_t n = j->n;
 
 			if (index_flush(s, j, &stats->indexed) != STORE_OK) {
-				stats->unindexed += p.n - i - 1 + n;
+				stats->unindexed += i - 1 - p->head + n;
 				break;
 			}
 		}
@@ -182,28 +200,59 @@ index_pending(struct imap_session *s, struct imap_search_stats *stats)
 			stats->unindexed += n;
 	}
 	free(j);
-	free(p.ids);
 }
 
 /* ---- filtering ----------------------------------------------------------------------------- */
+
+/* Above this many files indexed by a search, the match is run again, so that they too can be
+ * ruled out; below, the engine reads them (they were just read for the index anyway). */
+#define REMATCH_FILES 32
 
 struct filter {
 	const uint32_t *uids; /* the candidates' uids, ascending */
 	size_t n, i;
 	bool *skip;
 	size_t skipped;
+	struct pending *pending; /* NULL: do not list */
 };
 
 static int
-filter_cb(uint32_t uid, enum store_fts_state state, void *ctx)
+filter_cb(const struct store_fts_row *row, void *ctx)
 {
 	struct filter *f = ctx;
 
-	while (f->i < f->n && f->uids[f->i] < uid)
+	while (f->i < f->n && f->uids[f->i] < row->uid)
 		f->i++;
-	if (f->i < f->n && f->uids[f->i] == uid && state == STORE_FTS_NOMATCH) {
+	if (f->i >= f->n || f->uids[f->i] != row->uid)
+		return 0;
+	if (row->state == STORE_FTS_NOMATCH) {
 		f->skip[f->i] = true;
 		f->skipped++;
+	} else if (row->state == STORE_FTS_PENDING && f->pending != NULL) {
+		pending_add(f->pending, row->blob_id, row->size);
+	}
+	return 0;
+}
+
+/* One pass of the match over the candidates; -1 when the index could not answer. */
+static int
+filter_run(struct imap_session *s, const struct store_fts_term *terms, size_t nterms,
+           struct filter *f)
+{
+	int ret;
+
+	f->i = 0;
+	f->skipped = 0;
+	memset(f->skip, 0, f->n * sizeof(*f->skip));
+	ret = store_fts_match(imap_env.store, s->account_id, s->view->mailbox_id, terms, nterms,
+	                      filter_cb, f);
+	if (ret < 0) {
+		/* Without the index the search is only slower: read every message. */
+		log_warn("sid=%s event=search-index result=failed error=\"%s\"",
+		         net_conn_sid(s->conn), store_err_str(ret));
+		memset(f->skip, 0, f->n * sizeof(*f->skip));
+		f->skipped = 0;
+		return -1;
 	}
 	return 0;
 }
@@ -215,9 +264,9 @@ imap_search_prefilter(struct imap_session *s, const struct imap_search *prog,
 {
 	struct imap_search_term found[STORE_FTS_MAX_TERMS];
 	struct store_fts_term terms[STORE_FTS_MAX_TERMS];
-	struct filter f = {uids, n, 0, skip, 0};
+	struct pending p = {.budget = imap_limits.search_index_budget};
+	struct filter f = {uids, n, 0, skip, 0, p.budget > 0 ? &p : NULL};
 	size_t nterms;
-	int ret;
 
 	memset(stats, 0, sizeof(*stats));
 	memset(skip, 0, n * sizeof(*skip));
@@ -237,15 +286,19 @@ imap_search_prefilter(struct imap_session *s, const struct imap_search *prog,
 			.len = found[i].len,
 		};
 	}
-	index_pending(s, stats);
-	ret = store_fts_match(imap_env.store, s->view->mailbox_id, terms, nterms, filter_cb, &f);
-	if (ret < 0) {
-		/* Without the index the search is only slower: read every message. */
-		log_warn("sid=%s event=search-index result=failed error=\"%s\"",
-		         net_conn_sid(s->conn), store_err_str(ret));
-		memset(skip, 0, n * sizeof(*skip));
+	/* One query tells both what is ruled out and what is missing from the index; the
+	 * missing files are indexed for the next searches and, here, read by the engine. */
+	if (filter_run(s, terms, nterms, &f) < 0) {
 		stats->used = false;
+		pending_free(&p);
 		return;
 	}
+	if (p.n > p.head || p.left > 0) {
+		index_pending(s, &p, stats);
+		f.pending = NULL;
+		if (stats->indexed >= REMATCH_FILES && filter_run(s, terms, nterms, &f) < 0)
+			stats->used = false;
+	}
+	pending_free(&p);
 	stats->skipped = f.skipped;
 }

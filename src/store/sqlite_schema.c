@@ -14,6 +14,30 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* The triggers of messages, made by v1 (references) and v4 (quota), and again by v8. */
+#define STORE__MESSAGES_REFS \
+	"CREATE TRIGGER messages_ref AFTER INSERT ON messages BEGIN" \
+	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;" \
+	"END;" \
+	"CREATE TRIGGER messages_unref AFTER DELETE ON messages BEGIN" \
+	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;" \
+	"END;" \
+	"CREATE TRIGGER messages_reref AFTER UPDATE OF blob_id ON messages" \
+	"  WHEN OLD.blob_id IS NOT NEW.blob_id BEGIN" \
+	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;" \
+	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;" \
+	"END;"
+
+#define STORE__MESSAGES_USED \
+	"CREATE TRIGGER messages_used AFTER INSERT ON messages BEGIN" \
+	"  UPDATE accounts SET used = used + NEW.size" \
+	"  WHERE id = (SELECT account_id FROM mailboxes WHERE id = NEW.mailbox_id);" \
+	"END;" \
+	"CREATE TRIGGER messages_unused AFTER DELETE ON messages BEGIN" \
+	"  UPDATE accounts SET used = used - OLD.size" \
+	"  WHERE id = (SELECT account_id FROM mailboxes WHERE id = OLD.mailbox_id);" \
+	"END;"
+
 static const char store__schema_v1[] =
 	"CREATE TABLE meta ("
 	"  key TEXT PRIMARY KEY,"
@@ -111,17 +135,7 @@ static const char store__schema_v1[] =
 	"  PRIMARY KEY (ip, service)"
 	") WITHOUT ROWID;"
 	"CREATE INDEX guard_bans_until ON guard_bans(until);"
-	"CREATE TRIGGER messages_ref AFTER INSERT ON messages BEGIN"
-	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;"
-	"END;"
-	"CREATE TRIGGER messages_unref AFTER DELETE ON messages BEGIN"
-	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;"
-	"END;"
-	"CREATE TRIGGER messages_reref AFTER UPDATE OF blob_id ON messages"
-	"  WHEN OLD.blob_id IS NOT NEW.blob_id BEGIN"
-	"  UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;"
-	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;"
-	"END;"
+	STORE__MESSAGES_REFS
 	"CREATE TRIGGER queue_ref AFTER INSERT ON queue BEGIN"
 	"  UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;"
 	"END;"
@@ -239,14 +253,7 @@ static const char store__schema_v4[] =
 	"ALTER TABLE accounts ADD COLUMN used INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE accounts SET used = (SELECT coalesce(sum(m.size), 0) FROM messages m"
 	"  JOIN mailboxes mb ON mb.id = m.mailbox_id WHERE mb.account_id = accounts.id);"
-	"CREATE TRIGGER messages_used AFTER INSERT ON messages BEGIN"
-	"  UPDATE accounts SET used = used + NEW.size"
-	"  WHERE id = (SELECT account_id FROM mailboxes WHERE id = NEW.mailbox_id);"
-	"END;"
-	"CREATE TRIGGER messages_unused AFTER DELETE ON messages BEGIN"
-	"  UPDATE accounts SET used = used - OLD.size"
-	"  WHERE id = (SELECT account_id FROM mailboxes WHERE id = OLD.mailbox_id);"
-	"END;";
+	STORE__MESSAGES_USED;
 
 /* v5: the full-text index of message files for IMAP SEARCH (store.h). fts_text holds each
  * file's decoded header and body text under an FTS5 trigram index: any text of 3 characters
@@ -296,6 +303,58 @@ static const char store__schema_v7[] =
 	"  DELETE FROM blob_data WHERE id = OLD.id;"
 	"END;";
 
+/* v8: a mailbox's messages are stored together, in (mailbox, uid) order: a table without rowid
+ * whose key is the IMAP identity of the message. Loading a mailbox's view, the rows of a FETCH
+ * or a SEARCH, reads consecutive rows of few pages, instead of an index range followed by one
+ * table lookup per message on pages shared with every other mailbox's deliveries. Dropping the
+ * old table drops its triggers first (nothing fires); they are made again for the new one. */
+static const char store__schema_v8[] =
+	"CREATE TABLE messages_v8 ("
+	"  mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,"
+	"  uid INTEGER NOT NULL,"
+	"  blob_id TEXT NOT NULL REFERENCES blobs(id),"
+	"  size INTEGER NOT NULL,"
+	"  internaldate INTEGER NOT NULL,"
+	"  flags INTEGER NOT NULL DEFAULT 0,"
+	"  keywords TEXT NOT NULL DEFAULT '',"
+	"  modseq INTEGER NOT NULL,"
+	"  PRIMARY KEY (mailbox_id, uid)"
+	") WITHOUT ROWID;"
+	"INSERT INTO messages_v8 (mailbox_id, uid, blob_id, size, internaldate, flags, keywords,"
+	"  modseq) SELECT mailbox_id, uid, blob_id, size, internaldate, flags, keywords, modseq"
+	"  FROM messages ORDER BY mailbox_id, uid;"
+	"DROP TABLE messages;"
+	"ALTER TABLE messages_v8 RENAME TO messages;"
+	"CREATE INDEX messages_blob ON messages(blob_id);"
+	"CREATE INDEX messages_modseq ON messages(mailbox_id, modseq);"
+	STORE__MESSAGES_REFS
+	STORE__MESSAGES_USED;
+
+/* v9: the full-text index is kept per account. A document is a message file as one account
+ * sees it (a file delivered to two accounts is indexed for each when each searches), and its
+ * rowid is account_id * 2^32 + n: a lookup reads only the account's stretch of every posting
+ * list (FTS5 seeks to a rowid range), not the doclists of every mailbox of the server. The
+ * index is a cache: the old one is dropped and searches fill the new one. A document goes
+ * with its file (the cascade, and the collector for fts_text), not with its account: it only
+ * says which text a file holds, and searches reach it through the mailbox's messages. */
+static const char store__schema_v9[] =
+	"DROP TABLE fts_text;"
+	"DROP TABLE fts_docs;"
+	"CREATE TABLE fts_docs ("
+	"  id INTEGER PRIMARY KEY," /* = fts_text.rowid */
+	"  account_id INTEGER NOT NULL,"
+	"  blob_id TEXT NOT NULL REFERENCES blobs(id) ON DELETE CASCADE,"
+	"  UNIQUE (account_id, blob_id)"
+	");"
+	"CREATE INDEX fts_docs_blob ON fts_docs(blob_id);"
+	"CREATE VIRTUAL TABLE fts_text USING fts5(header, body,"
+	"  tokenize = 'trigram case_sensitive 1', detail = column);";
+
+/* v10: an index of the messages marked \Deleted (flag bit 8, STORE_FLAG_DELETED), so that
+ * EXPUNGE and CLOSE find them without reading every message of the mailbox. */
+static const char store__schema_v10[] =
+	"CREATE INDEX messages_deleted ON messages(mailbox_id, uid) WHERE (flags & 8) <> 0;";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -309,6 +368,9 @@ static const struct store__migration store__migrations[] = {
 	{store__schema_v5, NULL},
 	{store__schema_v6, NULL},
 	{store__schema_v7, NULL},
+	{store__schema_v8, NULL},
+	{store__schema_v9, NULL},
+	{store__schema_v10, NULL},
 };
 
 int
@@ -348,7 +410,12 @@ store__sqlite_errcode(sqlite3 *db, int rc)
 int
 store__sqlite_migrate(sqlite3 *db, const char **error_r)
 {
-	const int newest = store__sqlite_schema_version();
+	return store__sqlite_migrate_to(db, store__sqlite_schema_version(), error_r);
+}
+
+int
+store__sqlite_migrate_to(sqlite3 *db, int newest, const char **error_r)
+{
 	char sql[64];
 	int version = 0, rc, ret = STORE_OK;
 
@@ -406,3 +473,4 @@ fail:
 		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 	return ret;
 }
+

@@ -742,18 +742,20 @@ store_txn_blob_meta_set(struct store_txn *txn, const char *blob_id, const void *
 }
 
 int
-store_txn_fts_add(struct store_txn *txn, const char *blob_id, const void *header,
-                  size_t header_len, const void *body, size_t body_len)
+store_txn_fts_add(struct store_txn *txn, int64_t account_id, const char *blob_id,
+                  const void *header, size_t header_len, const void *body, size_t body_len)
 {
 	if (!store__valid_blob_id(blob_id))
 		return store__txn_refuse(txn, blob_id, "invalid blob id");
 	if ((header == NULL && header_len > 0) || (body == NULL && body_len > 0) ||
 	    header_len > INT32_MAX || body_len > INT32_MAX)
 		return store__txn_refuse(txn, blob_id, "invalid message text");
+	if (account_id <= 0 || account_id > INT32_MAX)
+		return store__txn_refuse(txn, blob_id, "invalid account");
 	if (store__txn_usable(txn) < 0)
 		return STORE_ERR_IO;
-	return txn->store->ops->fts_add(txn, blob_id, header != NULL ? header : "", header_len,
-	                                body != NULL ? body : "", body_len);
+	return txn->store->ops->fts_add(txn, account_id, blob_id, header != NULL ? header : "",
+	                                header_len, body != NULL ? body : "", body_len);
 }
 
 int
@@ -935,7 +937,14 @@ int
 store_message_range(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
                     store_message_cb *cb, void *ctx)
 {
-	return store->ops->message_range(store, mailbox_id, lo, hi, cb, ctx);
+	return store->ops->message_range(store, mailbox_id, lo, hi, false, cb, ctx);
+}
+
+int
+store_message_deleted(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+                      store_message_cb *cb, void *ctx)
+{
+	return store->ops->message_range(store, mailbox_id, lo, hi, true, cb, ctx);
 }
 
 int
@@ -953,12 +962,6 @@ store_blob_meta_get(struct store *store, const char *blob_id, struct buf *out)
 	if (!store__valid_blob_id(blob_id))
 		return 0;
 	return store->ops->blob_meta_get(store, blob_id, out);
-}
-
-int
-store_fts_pending(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb, void *ctx)
-{
-	return store->ops->fts_pending(store, mailbox_id, cb, ctx);
 }
 
 size_t
@@ -1010,10 +1013,11 @@ store__utf8_chars(const uint8_t *p, size_t len)
 }
 
 int
-store_fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_term *terms,
-                size_t nterms, store_fts_cb *cb, void *ctx)
+store_fts_match(struct store *store, int64_t account_id, int64_t mailbox_id,
+                const struct store_fts_term *terms, size_t nterms, store_fts_cb *cb, void *ctx)
 {
-	if (nterms == 0 || nterms > STORE_FTS_MAX_TERMS)
+	if (nterms == 0 || nterms > STORE_FTS_MAX_TERMS || account_id <= 0 ||
+	    account_id > INT32_MAX)
 		return STORE_ERR_INVALID;
 	for (size_t i = 0; i < nterms; i++) {
 		const struct store_fts_term *t = &terms[i];
@@ -1024,7 +1028,7 @@ store_fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_
 		    store__utf8_chars((const uint8_t *)t->text, t->len) < STORE_FTS_MIN_CHARS)
 			return STORE_ERR_INVALID;
 	}
-	return store->ops->fts_match(store, mailbox_id, terms, nterms, cb, ctx);
+	return store->ops->fts_match(store, account_id, mailbox_id, terms, nterms, cb, ctx);
 }
 
 int

@@ -266,11 +266,13 @@ int store_txn_blob_meta_set(struct store_txn *txn, const char *blob_id, const vo
 #define STORE_FTS_MAX_TERMS 64
 #define STORE_FTS_MAX_TERM 4096
 
-/* Adds the texts of a committed message file (octets; NUL and octets that are not UTF-8 are
- * indexed as U+FFFD, which no term holds). Nothing happens when the file is indexed already or
- * has lost its references. */
-int store_txn_fts_add(struct store_txn *txn, const char *blob_id, const void *header,
-                      size_t header_len, const void *body, size_t body_len);
+/* Adds the texts of a committed message file to the account's index (octets; NUL and octets
+ * that are not UTF-8 are indexed as U+FFFD, which no term holds). The index is per account: a
+ * lookup reads the account's documents only. Nothing happens when the account has indexed the
+ * file already, or the file has lost its references. */
+int store_txn_fts_add(struct store_txn *txn, int64_t account_id, const char *blob_id,
+                      const void *header, size_t header_len, const void *body,
+                      size_t body_len);
 
 /* A text looked up in the index: in one of the `where` texts of a file, as a substring (octet
  * for octet). */
@@ -289,18 +291,24 @@ enum store_fts_state {
 	STORE_FTS_NOMATCH = 2, /* indexed, and some group does not hold: the message cannot match */
 };
 
-typedef int store_fts_cb(uint32_t uid, enum store_fts_state state, void *ctx);
-typedef int store_fts_pending_cb(const char *blob_id, uint64_t size, void *ctx);
+/* A message as the index sees it; blob_id is valid during the callback only. */
+struct store_fts_row {
+	uint32_t uid;
+	enum store_fts_state state;
+	const char *blob_id;
+	uint64_t size;        /* octets of the file */
+};
 
-/* The files of a mailbox's messages that are not indexed yet, newest message first, with
- * their size in bytes (a file shared by several of them may come more than once). */
-int store_fts_pending(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb,
-                      void *ctx);
-/* Every message of a mailbox, by uid, with what the index says of them for the terms, read in
- * one snapshot. STORE_ERR_INVALID when nterms is 0 or above STORE_FTS_MAX_TERMS, or a term is
- * not as described. Returns the callback's stop value, 0, or a negative store_err. */
-int store_fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_term *terms,
-                    size_t nterms, store_fts_cb *cb, void *ctx);
+typedef int store_fts_cb(const struct store_fts_row *row, void *ctx);
+
+/* Every message of a mailbox, by uid, with what the account's index says of them for the
+ * terms (PENDING: the file is not in the account's index yet), read in one snapshot.
+ * account_id is the mailbox's account. STORE_ERR_INVALID when nterms is 0 or above
+ * STORE_FTS_MAX_TERMS, or a term is not as described. Returns the callback's stop value, 0,
+ * or a negative store_err. */
+int store_fts_match(struct store *store, int64_t account_id, int64_t mailbox_id,
+                    const struct store_fts_term *terms, size_t nterms, store_fts_cb *cb,
+                    void *ctx);
 
 /* True when kw is a valid keyword list: atoms (RFC 3501 flag-keyword) separated by one space,
  * no "\\", shorter than STORE_KEYWORDS_MAX. */
@@ -573,6 +581,10 @@ int store_mailbox_totals(struct store *store, int64_t mailbox_id, struct store_t
 /* Messages with lo <= uid <= hi, by uid. */
 int store_message_range(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
                         store_message_cb *cb, void *ctx);
+/* The same for the messages with \Deleted only, read through an index of those: the cost
+ * follows their number, not the mailbox's. */
+int store_message_deleted(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+                          store_message_cb *cb, void *ctx);
 /* What changed in a mailbox since MODSEQ `since`, from one consistent snapshot: *mb_r gets the
  * mailbox, expunged() each uid expunged after since (not called when since is 0), changed()
  * each message whose MODSEQ is above since (every message when since is 0: new ones, and ones

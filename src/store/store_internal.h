@@ -166,8 +166,9 @@ struct store_ops {
 	                    int64_t to_mailbox, uint32_t *uid_r);
 	int (*mailbox_get_id)(struct store *store, int64_t mailbox_id, struct store_mailbox *r);
 	int (*mailbox_totals)(struct store *store, int64_t mailbox_id, struct store_totals *r);
+	/* deleted_only: the messages with \Deleted (store_message_deleted) */
 	int (*message_range)(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
-	                     store_message_cb *cb, void *ctx);
+	                     bool deleted_only, store_message_cb *cb, void *ctx);
 	int (*mailbox_changes)(struct store *store, int64_t mailbox_id, uint64_t since,
 	                       store_message_cb *changed, store_uid_cb *expunged, void *ctx,
 	                       struct store_mailbox *mb);
@@ -175,11 +176,9 @@ struct store_ops {
 	int (*blob_meta_set)(struct store_txn *txn, const char *blob_id, const void *data,
 	                     size_t len);
 	/* Full-text index (see store.h); terms are checked by store.c. */
-	int (*fts_add)(struct store_txn *txn, const char *blob_id, const void *header,
-	               size_t header_len, const void *body, size_t body_len);
-	int (*fts_pending)(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb,
-	                   void *ctx);
-	int (*fts_match)(struct store *store, int64_t mailbox_id,
+	int (*fts_add)(struct store_txn *txn, int64_t account_id, const char *blob_id,
+	               const void *header, size_t header_len, const void *body, size_t body_len);
+	int (*fts_match)(struct store *store, int64_t account_id, int64_t mailbox_id,
 	                 const struct store_fts_term *terms, size_t nterms, store_fts_cb *cb,
 	                 void *ctx);
 	/* Database checks; calls blob_cb for every referenced blob. Returns problems or < 0. */

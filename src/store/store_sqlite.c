@@ -113,6 +113,7 @@ enum sqlite__st {
 	ST_MESSAGE_SET_FLAGS,
 	ST_MESSAGE_CHANGES,
 	ST_MESSAGE_RANGE,
+	ST_MESSAGE_DELETED,
 	ST_EXPUNGED_INSERT,
 	ST_EXPUNGED_SINCE,
 	ST_BLOB_META_GET,
@@ -120,7 +121,6 @@ enum sqlite__st {
 	ST_FTS_DOC_INSERT,
 	ST_FTS_TEXT_INSERT,
 	ST_FTS_FORGET,
-	ST_FTS_PENDING,
 	ST_FTS_MATCH,
 	ST_COUNT
 };
@@ -291,13 +291,22 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	                   "WHERE mailbox_id = ?1 AND uid = ?2",
 	[ST_MESSAGE_SET_FLAGS] = "UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5 "
 	                         "WHERE mailbox_id = ?1 AND uid = ?2",
+	/* The modseq indexes by name: without statistics the planner prefers reading the whole
+	 * mailbox in uid order to sorting the few rows of the index range, and a session's every
+	 * look for changes would then cost as much as the mailbox and its history of expunges. */
 	[ST_MESSAGE_CHANGES] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages "
+	                       "INDEXED BY messages_modseq "
 	                       "WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
 	[ST_MESSAGE_RANGE] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages "
 	                     "WHERE mailbox_id = ?1 AND uid >= ?2 AND uid <= ?3 ORDER BY uid",
+	/* The condition is the partial index's (v10), word for word: 8 is STORE_FLAG_DELETED. */
+	[ST_MESSAGE_DELETED] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages "
+	                       "INDEXED BY messages_deleted WHERE mailbox_id = ?1 "
+	                       "AND uid >= ?2 AND uid <= ?3 AND (flags & 8) <> 0 ORDER BY uid",
 	[ST_EXPUNGED_INSERT] = "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
 	                       "VALUES (?1, ?2, ?3)",
-	[ST_EXPUNGED_SINCE] = "SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 "
+	[ST_EXPUNGED_SINCE] = "SELECT uid FROM expunged INDEXED BY expunged_modseq "
+	                      "WHERE mailbox_id = ?1 AND modseq > ?2 "
 	                      "ORDER BY uid",
 	[ST_BLOB_META_GET] = "SELECT mime FROM blob_meta WHERE blob_id = ?1",
 	/* Only for a blob that is still there: a row for a collected one would never go. */
@@ -305,22 +314,28 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	                     "SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?1)",
 	/* Full-text index. A file that lost its references is not indexed: the collector may be
 	 * about to remove it. */
-	[ST_FTS_DOC_INSERT] = "INSERT INTO fts_docs (blob_id) SELECT ?1 "
-	                      "WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?1 AND refs > 0) "
-	                      "AND NOT EXISTS (SELECT 1 FROM fts_docs WHERE blob_id = ?1)",
+	/* The next rowid of the account's stretch; none left after 2^32 documents. */
+	[ST_FTS_DOC_INSERT] = "INSERT INTO fts_docs (id, account_id, blob_id) "
+	                      "SELECT n, ?4, ?1 FROM (SELECT coalesce(max(id) + 1, ?2) AS n "
+	                      "FROM fts_docs WHERE id BETWEEN ?2 AND ?3) WHERE n <= ?3 "
+	                      "AND EXISTS (SELECT 1 FROM blobs WHERE id = ?1 AND refs > 0) "
+	                      "AND NOT EXISTS (SELECT 1 FROM fts_docs "
+	                      "WHERE account_id = ?4 AND blob_id = ?1)",
 	[ST_FTS_TEXT_INSERT] = "INSERT INTO fts_text (rowid, header, body) VALUES (?1, ?2, ?3)",
-	/* Before ST_BLOB_FORGET, with the same condition; its cascade removes the fts_docs row. */
+	/* Before ST_BLOB_FORGET, with the same condition; its cascade removes the fts_docs rows. */
 	[ST_FTS_FORGET] = "DELETE FROM fts_text WHERE rowid IN (SELECT d.id FROM fts_docs d "
 	                  "JOIN blobs b ON b.id = d.blob_id WHERE d.blob_id = ?1 AND b.refs = 0)",
-	[ST_FTS_PENDING] = "SELECT m.blob_id, m.size FROM messages m WHERE m.mailbox_id = ?1 "
-	                   "AND NOT EXISTS (SELECT 1 FROM fts_docs d WHERE d.blob_id = m.blob_id) "
-	                   "ORDER BY m.uid DESC",
-	/* The MATCH runs once (a list subquery), then each message is one index lookup. */
+	/* The MATCH runs once, over the account's rowids (a list subquery), then each message is
+	 * one index lookup. */
 	[ST_FTS_MATCH] = "SELECT m.uid, d.id IS NOT NULL, "
-	                 "d.id IN (SELECT rowid FROM fts_text WHERE fts_text MATCH ?2) "
-	                 "FROM messages m LEFT JOIN fts_docs d ON d.blob_id = m.blob_id "
+	                 "d.id IN (SELECT rowid FROM fts_text WHERE fts_text MATCH ?2 "
+	                 "AND rowid BETWEEN ?3 AND ?4), m.blob_id, m.size "
+	                 "FROM messages m LEFT JOIN fts_docs d "
+	                 "ON d.account_id = ?5 AND d.blob_id = m.blob_id "
 	                 "WHERE m.mailbox_id = ?1 ORDER BY m.uid",
 };
+
+_Static_assert(STORE_FLAG_DELETED == 8, "the messages_deleted index names the flag's bit");
 
 struct sqlite__conn {
 	sqlite3 *db;
@@ -1922,12 +1937,12 @@ sqlite__mailbox_totals(struct store *store, int64_t mailbox_id, struct store_tot
 
 static int
 sqlite__message_range(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
-                      store_message_cb *cb, void *ctx)
+                      bool deleted_only, store_message_cb *cb, void *ctx)
 {
 	struct sqlite__read r;
 	int rc, ret;
 
-	ret = sqlite__read_begin(&r, store, ST_MESSAGE_RANGE);
+	ret = sqlite__read_begin(&r, store, deleted_only ? ST_MESSAGE_DELETED : ST_MESSAGE_RANGE);
 	if (ret != STORE_OK)
 		return ret;
 	sqlite3_bind_int64(r.st, 1, mailbox_id);
@@ -2150,9 +2165,22 @@ sqlite__fts_clean(struct buf *tmp, const void *text, size_t len)
 	return tmp->err ? NULL : (const char *)tmp->data;
 }
 
+/* The rowids of an account's documents (v9 schema). */
+static int64_t
+sqlite__fts_first(int64_t account_id)
+{
+	return account_id << 32;
+}
+
+static int64_t
+sqlite__fts_last(int64_t account_id)
+{
+	return (account_id << 32) | INT64_C(0xffffffff);
+}
+
 static int
-sqlite__fts_add(struct store_txn *txn, const char *blob_id, const void *header, size_t header_len,
-                const void *body, size_t body_len)
+sqlite__fts_add(struct store_txn *txn, int64_t account_id, const char *blob_id,
+                const void *header, size_t header_len, const void *body, size_t body_len)
 {
 	struct sqlite__conn *c = sqlite__w(txn);
 	struct buf th, tb;
@@ -2163,11 +2191,14 @@ sqlite__fts_add(struct store_txn *txn, const char *blob_id, const void *header, 
 
 	SQLITE__STMT(txn, st, ST_FTS_DOC_INSERT);
 	sqlite__bind_text(st, 1, blob_id);
+	sqlite3_bind_int64(st, 2, sqlite__fts_first(account_id));
+	sqlite3_bind_int64(st, 3, sqlite__fts_last(account_id));
+	sqlite3_bind_int64(st, 4, account_id);
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot index message text");
 	if (sqlite3_changes(c->db) == 0)
-		return STORE_OK; /* indexed already, or no longer referenced */
+		return STORE_OK; /* indexed already, no longer referenced, or 2^32 documents */
 	id = sqlite3_last_insert_rowid(c->db);
 	SQLITE__STMT(txn, st, ST_FTS_TEXT_INSERT);
 	/* Each U+FFFD takes 3 octets for 1: the cleaned text stays below SQLite's length limit,
@@ -2192,26 +2223,6 @@ out:
 	buf_deinit(&th);
 	buf_deinit(&tb);
 	return ret;
-}
-
-static int
-sqlite__fts_pending(struct store *store, int64_t mailbox_id, store_fts_pending_cb *cb, void *ctx)
-{
-	struct sqlite__read r;
-	int rc, ret;
-
-	ret = sqlite__read_begin(&r, store, ST_FTS_PENDING);
-	if (ret != STORE_OK)
-		return ret;
-	sqlite3_bind_int64(r.st, 1, mailbox_id);
-	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
-		const char *id = sqlite__col_text(r.st, 0);
-
-		ret = cb(id, (uint64_t)sqlite3_column_int64(r.st, 1), ctx);
-		if (ret != 0)
-			break;
-	}
-	return sqlite__read_end(&r, rc, ret);
 }
 
 /* Trigrams of one term put in a query: each is one more posting list to read, and any subset
@@ -2285,8 +2296,9 @@ sqlite__fts_query(struct buf *q, const struct store_fts_term *terms, size_t nter
 }
 
 static int
-sqlite__fts_match(struct store *store, int64_t mailbox_id, const struct store_fts_term *terms,
-                  size_t nterms, store_fts_cb *cb, void *ctx)
+sqlite__fts_match(struct store *store, int64_t account_id, int64_t mailbox_id,
+                  const struct store_fts_term *terms, size_t nterms, store_fts_cb *cb,
+                  void *ctx)
 {
 	struct sqlite__read r;
 	struct buf q;
@@ -2306,12 +2318,21 @@ sqlite__fts_match(struct store *store, int64_t mailbox_id, const struct store_ft
 	}
 	sqlite3_bind_int64(r.st, 1, mailbox_id);
 	sqlite3_bind_text(r.st, 2, (const char *)q.data, (int)q.len, SQLITE_STATIC);
+	sqlite3_bind_int64(r.st, 3, sqlite__fts_first(account_id));
+	sqlite3_bind_int64(r.st, 4, sqlite__fts_last(account_id));
+	sqlite3_bind_int64(r.st, 5, account_id);
 	while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
-		enum store_fts_state state = STORE_FTS_PENDING;
+		struct store_fts_row row = {
+			.uid = (uint32_t)sqlite3_column_int64(r.st, 0),
+			.state = STORE_FTS_PENDING,
+			.blob_id = sqlite__col_text(r.st, 3),
+			.size = (uint64_t)sqlite3_column_int64(r.st, 4),
+		};
 
 		if (sqlite3_column_int(r.st, 1) != 0)
-			state = sqlite3_column_int(r.st, 2) != 0 ? STORE_FTS_MATCH : STORE_FTS_NOMATCH;
-		ret = cb((uint32_t)sqlite3_column_int64(r.st, 0), state, ctx);
+			row.state = sqlite3_column_int(r.st, 2) != 0 ? STORE_FTS_MATCH
+			                                             : STORE_FTS_NOMATCH;
+		ret = cb(&row, ctx);
 		if (ret != 0)
 			break;
 	}
@@ -3069,7 +3090,6 @@ const struct store_ops store__sqlite_ops = {
 	.read_unpin = sqlite__read_unpin,
 	.blob_meta_set = sqlite__blob_meta_set,
 	.fts_add = sqlite__fts_add,
-	.fts_pending = sqlite__fts_pending,
 	.fts_match = sqlite__fts_match,
 	.queue_count = sqlite__queue_count,
 	.ban_set = sqlite__ban_set,

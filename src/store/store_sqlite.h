@@ -12,6 +12,8 @@
  * than this program. Returns STORE_OK or a negative store_err with *error_r set (valid until
  * the next call on this thread). */
 ATTR_WUR int store__sqlite_migrate(sqlite3 *db, const char **error_r);
+/* The same up to version newest only: for tests of a later step on an older database. */
+ATTR_WUR int store__sqlite_migrate_to(sqlite3 *db, int newest, const char **error_r);
 /* The schema version this program writes. */
 int store__sqlite_schema_version(void);
 /* The SQL the engine runs for `queue list` and the actions with this filter (parameters as in

@@ -469,6 +469,104 @@ test_open_and_reopen(void **state)
 	}
 }
 
+struct msg_list {
+	struct store_message m[64];
+	int n;
+};
+
+static int
+collect_message(const struct store_message *m, void *ctx)
+{
+	struct msg_list *l = ctx;
+
+	if (l->n < 64)
+		l->m[l->n++] = *m;
+	return 0;
+}
+
+/* A database of schema v7 (messages in a rowid table) with messages, flags and shared blobs
+ * keeps them all through v8 (one table clustered by mailbox and uid) and later steps, and the
+ * triggers made again for the new table keep counting references and quota. */
+static void
+test_migrations_keep_messages(void **state)
+{
+	struct fixture *f = *state;
+	const char *error = NULL;
+	struct msg_list *l = calloc(1, sizeof(*l));
+	struct store_message *m = l->m;
+	struct buf report;
+	sqlite3 *db;
+
+	assert_non_null(l);
+	assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+	assert_int_equal(store__sqlite_migrate_to(db, 7, &error), STORE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	    "INSERT INTO domains (id, name, created) VALUES (1, 'example.org', 0);"
+	    "INSERT INTO accounts (id, domain_id, address, pwhash, created, quota)"
+	    "  VALUES (1, 1, 'alice@example.org', '', 0, -1);"
+	    "INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext, highestmodseq)"
+	    "  VALUES (1, 1, 'INBOX', 7, 5, 9), (2, 1, 'Archive', 8, 2, 3);"
+	    "INSERT INTO blobs (id, size, created) VALUES"
+	    "  ('00000000000000000000000000000001', 10, 0),"
+	    "  ('00000000000000000000000000000002', 20, 0);"
+	    "INSERT INTO blob_data (id, data) VALUES"
+	    "  ('00000000000000000000000000000001', x'30313233343536373839'),"
+	    "  ('00000000000000000000000000000002', zeroblob(20));"
+	    /* rows out of order, interleaved between mailboxes, as deliveries make them */
+	    "INSERT INTO messages (mailbox_id, uid, blob_id, size, internaldate, flags, keywords,"
+	    "  modseq) VALUES"
+	    "  (1, 4, '00000000000000000000000000000002', 20, 40, 0, '', 9),"
+	    "  (2, 1, '00000000000000000000000000000001', 10, 50, 8, 'Work', 3),"
+	    "  (1, 1, '00000000000000000000000000000001', 10, 10, 1, '$Todo', 2);",
+	    NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(db_int(f, "SELECT refs FROM blobs WHERE id = ?1",
+	                        "00000000000000000000000000000001"), 2);
+	sqlite3_close(db);
+
+	open_store(f);
+	assert_int_equal(db_int(f, "PRAGMA user_version", NULL), store__sqlite_schema_version());
+	assert_int_equal(db_int(f, "SELECT wr FROM pragma_table_list WHERE name = 'messages'",
+	                        NULL), 1);
+	assert_int_equal(store_message_list(f->store, 1, collect_message, l), 0);
+	assert_int_equal(l->n, 2);
+	assert_int_equal(m[0].uid, 1);
+	assert_int_equal(m[0].flags, 1);
+	assert_int_equal(m[0].modseq, 2);
+	assert_int_equal(m[1].uid, 4);
+	assert_int_equal(m[1].size, 20);
+	assert_int_equal(m[1].internaldate, 40);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM messages WHERE mailbox_id = 1 AND uid = 1 "
+	                           "AND keywords = '$Todo'", NULL), 1);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM messages WHERE mailbox_id = 2 AND "
+	                           "keywords = 'Work' AND flags = 8", NULL), 1);
+	/* v10: \Deleted messages are listed through their own index. */
+	l->n = 0;
+	assert_int_equal(store_message_deleted(f->store, 1, 1, 100, collect_message, l), 0);
+	assert_int_equal(l->n, 0);
+	assert_int_equal(store_message_deleted(f->store, 2, 1, 100, collect_message, l), 0);
+	assert_int_equal(l->n, 1);
+	assert_int_equal(m[0].uid, 1);
+	assert_int_equal(m[0].flags, 8);
+	assert_int_equal(store_message_deleted(f->store, 2, 2, 100, collect_message, l), 0);
+	assert_int_equal(l->n, 1);
+	buf_init(&report, 1 << 20);
+	assert_int_equal(store_check(f->store, &report), 0);
+	buf_deinit(&report);
+
+	/* The triggers are back: references and the account's bytes follow the rows. */
+	assert_int_equal(db_int(f, "SELECT used FROM accounts", NULL), 40);
+	db_exec(f, "DELETE FROM messages WHERE mailbox_id = 2 AND uid = 1", NULL);
+	assert_int_equal(db_int(f, "SELECT refs FROM blobs WHERE id = ?1",
+	                        "00000000000000000000000000000001"), 1);
+	assert_int_equal(db_int(f, "SELECT used FROM accounts", NULL), 30);
+	db_exec(f, "INSERT INTO messages (mailbox_id, uid, blob_id, size, internaldate, modseq) "
+	           "VALUES (2, 1, '00000000000000000000000000000002', 20, 0, 4)", NULL);
+	assert_int_equal(db_int(f, "SELECT refs FROM blobs WHERE id = ?1",
+	                        "00000000000000000000000000000002"), 2);
+	assert_int_equal(db_int(f, "SELECT used FROM accounts", NULL), 50);
+	free(l);
+}
+
 static void
 test_open_bad_options(void **state)
 {
@@ -682,21 +780,6 @@ test_default_mailboxes(void **state)
 	assert_string_equal(m.special_use, "\\Sent");
 	assert_int_equal(store_mailbox_get(f->store, id, "sent", &m), 0);
 	assert_int_equal(store_mailbox_get(f->store, id + 1000, "INBOX", &m), 0);
-}
-
-struct msg_list {
-	struct store_message m[64];
-	int n;
-};
-
-static int
-collect_message(const struct store_message *m, void *ctx)
-{
-	struct msg_list *l = ctx;
-
-	if (l->n < 64)
-		l->m[l->n++] = *m;
-	return 0;
 }
 
 static void
@@ -1327,6 +1410,7 @@ test_check_finds_problems(void **state)
 /* ---- Full-text index ------------------------------------------------------------------- */
 
 struct fts_doc {
+	int64_t account;
 	const char *blob_id;
 	const char *header, *body;
 	size_t header_len, body_len;
@@ -1337,7 +1421,8 @@ job_fts_add(struct store_txn *txn, void *ctx)
 {
 	const struct fts_doc *d = ctx;
 
-	return store_txn_fts_add(txn, d->blob_id, d->header, d->header_len, d->body, d->body_len);
+	return store_txn_fts_add(txn, d->account, d->blob_id, d->header, d->header_len, d->body,
+	                         d->body_len);
 }
 
 struct fts_seen {
@@ -1348,44 +1433,50 @@ struct fts_seen {
 	int nuids;
 };
 
+/* Records the states by uid, and the files of the pending messages in uid order. */
 static int
-fts_pending_cb(const char *blob_id, uint64_t size, void *ctx)
+fts_match_cb(const struct store_fts_row *row, void *ctx)
 {
 	struct fts_seen *s = ctx;
 
-	assert_true(size > 0);
-	if (s->n < 8)
-		fmt(s->ids[s->n++], sizeof(s->ids[0]), "%s", blob_id);
-	return 0;
-}
-
-static int
-fts_match_cb(uint32_t uid, enum store_fts_state state, void *ctx)
-{
-	struct fts_seen *s = ctx;
-
-	assert_true(uid >= 1 && uid <= 8);
+	assert_true(row->uid >= 1 && row->uid <= 8);
 	if (s->nuids > 0)
-		assert_true(uid > s->uids[s->nuids - 1]); /* by uid */
-	s->uids[s->nuids++] = uid;
-	s->states[uid - 1] = (int)state;
+		assert_true(row->uid > s->uids[s->nuids - 1]); /* by uid */
+	assert_int_equal(strlen(row->blob_id), 32);
+	assert_true(row->size > 0);
+	s->uids[s->nuids++] = row->uid;
+	s->states[row->uid - 1] = (int)row->state;
+	if (row->state == STORE_FTS_PENDING && s->n < 8)
+		fmt(s->ids[s->n++], sizeof(s->ids[0]), "%s", row->blob_id);
 	return 0;
 }
 
-/* The states of uids 1..3 for terms, as a string of P(ending), M(atch), N(o match). */
+/* The states of the mailbox's messages (uids 1..count) for terms in the account's index, as
+ * a string of P(ending), M(atch), N(o match). */
+static const char *
+fts_states_of(struct fixture *f, int64_t account, int64_t mailbox, int count,
+              const struct store_fts_term *t, size_t n, struct fts_seen *s)
+{
+	static char out[9];
+
+	memset(s, 0, sizeof(*s));
+	assert_int_equal(store_fts_match(f->store, account, mailbox, t, n, fts_match_cb, s), 0);
+	assert_int_equal(s->nuids, count);
+	for (int i = 0; i < count; i++)
+		out[i] = "PMN"[s->states[i]];
+	out[count] = '\0';
+	return out;
+}
+
+/* The same for uids 1..3 of the first account's mailbox. */
+static int64_t fts_account;
+
 static const char *
 fts_states(struct fixture *f, int64_t mailbox, const struct store_fts_term *t, size_t n)
 {
-	static char out[4];
 	struct fts_seen s;
 
-	memset(&s, 0, sizeof(s));
-	assert_int_equal(store_fts_match(f->store, mailbox, t, n, fts_match_cb, &s), 0);
-	assert_int_equal(s.nuids, 3);
-	for (int i = 0; i < 3; i++)
-		out[i] = "PMN"[s.states[i]];
-	out[3] = '\0';
-	return out;
+	return fts_states_of(f, fts_account, mailbox, 3, t, n, &s);
 }
 
 static void
@@ -1393,7 +1484,7 @@ test_fts_index(void **state)
 {
 	struct fixture *f = *state;
 	struct sync_job jobs[3];
-	int64_t mailboxes[2];
+	int64_t mailboxes[3], acc2;
 	struct mbox_list l;
 	struct fts_seen seen;
 	struct buf report;
@@ -1404,36 +1495,38 @@ test_fts_index(void **state)
 	open_store(f);
 	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
 	acc = add_account(f, "a@example.org");
+	acc2 = add_account(f, "b@example.org");
+	fts_account = acc;
 	memset(&l, 0, sizeof(l));
 	assert_int_equal(store_mailbox_list(f->store, acc, collect_mailbox, &l), 0);
 	mailboxes[0] = inbox_of(f, acc);
 	mailboxes[1] = l.m[0].id != mailboxes[0] ? l.m[0].id : l.m[1].id;
+	mailboxes[2] = inbox_of(f, acc2);
 	for (int i = 0; i < 3; i++) {
 		sync_job_init(&jobs[i]);
 		jobs[i].d.mailboxes = mailboxes;
-		jobs[i].d.nmailboxes = i == 0 ? 2 : 1; /* the first one has a copy elsewhere */
+		/* the first one has a copy in another mailbox and one in another account */
+		jobs[i].d.nmailboxes = i == 0 ? 3 : 1;
 		sync_job_submit(f, &jobs[i], i == 0 ? "one" : i == 1 ? "two" : "three");
 		sync_job_wait(&jobs[i]);
 		assert_int_equal(jobs[i].result, STORE_OK);
 	}
 
-	/* Nothing indexed: every file is pending, newest first, and every message too. */
-	memset(&seen, 0, sizeof(seen));
-	assert_int_equal(store_fts_pending(f->store, mailboxes[0], fts_pending_cb, &seen), 0);
-	assert_int_equal(seen.n, 3);
-	assert_string_equal(seen.ids[0], jobs[2].blob_id);
-	assert_string_equal(seen.ids[2], jobs[0].blob_id);
+	/* Nothing indexed: every message is pending, with its file. */
 	{
 		struct store_fts_term t = {0, STORE_FTS_BODY, "text", 4};
 
-		assert_string_equal(fts_states(f, mailboxes[0], &t, 1), "PPP");
+		assert_string_equal(fts_states_of(f, acc, mailboxes[0], 3, &t, 1, &seen), "PPP");
+		assert_int_equal(seen.n, 3);
+		assert_string_equal(seen.ids[0], jobs[0].blob_id);
+		assert_string_equal(seen.ids[2], jobs[2].blob_id);
 	}
 
 	/* Index two files; the second has NUL and octets that are not UTF-8. */
 	{
-		struct fts_doc d1 = {jobs[0].blob_id, "subject: hello world\n", "body text caf\xc3\xa9 one\n",
-		                     21, 21};
-		struct fts_doc d2 = {jobs[1].blob_id, "subject: other\n", body2, 15,
+		struct fts_doc d1 = {acc, jobs[0].blob_id, "subject: hello world\n",
+		                     "body text caf\xc3\xa9 one\n", 21, 21};
+		struct fts_doc d2 = {acc, jobs[1].blob_id, "subject: other\n", body2, 15,
 		                     sizeof(body2) - 1};
 
 		assert_int_equal(store_exec(f->store, job_fts_add, &d1, &error), STORE_OK);
@@ -1443,10 +1536,17 @@ test_fts_index(void **state)
 	}
 	assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs", NULL), 2);
 	assert_int_equal(db_int(f, "SELECT count(*) FROM fts_text", NULL), 2);
-	memset(&seen, 0, sizeof(seen));
-	assert_int_equal(store_fts_pending(f->store, mailboxes[0], fts_pending_cb, &seen), 0);
-	assert_int_equal(seen.n, 1);
-	assert_string_equal(seen.ids[0], jobs[2].blob_id);
+	{
+		struct store_fts_term t = {0, STORE_FTS_BODY, "text", 4};
+
+		assert_string_equal(fts_states_of(f, acc, mailboxes[0], 3, &t, 1, &seen), "MNP");
+		assert_int_equal(seen.n, 1);
+		assert_string_equal(seen.ids[0], jobs[2].blob_id);
+		/* The other account's index does not have the shared file: its own lookup reads
+		 * only its own documents. */
+		assert_string_equal(fts_states_of(f, acc2, mailboxes[2], 1, &t, 1, &seen), "P");
+		assert_string_equal(seen.ids[0], jobs[0].blob_id);
+	}
 	{
 		struct store_fts_term body_text = {0, STORE_FTS_BODY, "text", 4};
 		struct store_fts_term hdr_text = {0, STORE_FTS_HEADER, "text", 4};
@@ -1486,34 +1586,51 @@ test_fts_index(void **state)
 		struct fts_seen s;
 
 		memset(&s, 0, sizeof(s));
-		assert_int_equal(store_fts_match(f->store, mailboxes[0], &shrt, 1, fts_match_cb, &s),
+		assert_int_equal(store_fts_match(f->store, acc, mailboxes[0], &shrt, 1, fts_match_cb, &s),
 		                 STORE_ERR_INVALID);
-		assert_int_equal(store_fts_match(f->store, mailboxes[0], &shrt2, 1, fts_match_cb, &s),
+		assert_int_equal(store_fts_match(f->store, acc, mailboxes[0], &shrt2, 1, fts_match_cb, &s),
 		                 STORE_ERR_INVALID);
-		assert_int_equal(store_fts_match(f->store, mailboxes[0], &bad, 1, fts_match_cb, &s),
+		assert_int_equal(store_fts_match(f->store, acc, mailboxes[0], &bad, 1, fts_match_cb, &s),
 		                 STORE_ERR_INVALID);
-		assert_int_equal(store_fts_match(f->store, mailboxes[0], &nul, 1, fts_match_cb, &s),
+		assert_int_equal(store_fts_match(f->store, acc, mailboxes[0], &nul, 1, fts_match_cb, &s),
 		                 STORE_ERR_INVALID);
-		assert_int_equal(store_fts_match(f->store, mailboxes[0], &nowhere, 1, fts_match_cb,
+		assert_int_equal(store_fts_match(f->store, acc, mailboxes[0], &nowhere, 1, fts_match_cb,
 		                                 &s), STORE_ERR_INVALID);
-		assert_int_equal(store_fts_match(f->store, mailboxes[0], order, 2, fts_match_cb, &s),
+		assert_int_equal(store_fts_match(f->store, acc, mailboxes[0], order, 2, fts_match_cb, &s),
 		                 STORE_ERR_INVALID);
-		assert_int_equal(store_fts_match(f->store, mailboxes[0], order, 0, fts_match_cb, &s),
+		assert_int_equal(store_fts_match(f->store, acc, mailboxes[0], order, 0, fts_match_cb, &s),
+		                 STORE_ERR_INVALID);
+		assert_int_equal(store_fts_match(f->store, 0, mailboxes[0], &shrt, 1, fts_match_cb, &s),
 		                 STORE_ERR_INVALID);
 		assert_int_equal(s.nuids, 0);
+	}
+	/* The second account indexes the shared file for itself: a document of its own, in its
+	 * own stretch of rowids. */
+	{
+		struct fts_doc d = {acc2, jobs[0].blob_id, "subject: hello world\n", "text", 21, 4};
+		struct store_fts_term t = {0, STORE_FTS_BODY, "text", 4};
+
+		assert_int_equal(store_exec(f->store, job_fts_add, &d, &error), STORE_OK);
+		assert_string_equal(fts_states_of(f, acc2, mailboxes[2], 1, &t, 1, &seen), "M");
+		assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs WHERE blob_id = ?1",
+		                        jobs[0].blob_id), 2);
+		assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs WHERE id >> 32 = account_id",
+		                        NULL), 3);
 	}
 	buf_init(&report, 1 << 20);
 	assert_int_equal(store_check(f->store, &report), 0);
 
-	/* The first file is shared: its entry stays while the copy is there, and goes with the
-	 * file. */
+	/* The first file is shared: its entries stay while a copy is there, in either account,
+	 * and go with the file. */
 	{
 		struct expunge_ctx e = {mailboxes[0], 1};
 
 		assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
-		assert_int_equal(store_blob_gc(f->store), 0);
-		assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs", NULL), 2);
 		e.mailbox = mailboxes[1];
+		assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
+		assert_int_equal(store_blob_gc(f->store), 0);
+		assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs", NULL), 3);
+		e.mailbox = mailboxes[2];
 		assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
 		assert_int_equal(store_blob_gc(f->store), 1);
 	}
@@ -1523,7 +1640,7 @@ test_fts_index(void **state)
 	assert_int_equal(store_check(f->store, &report), 0);
 	/* A file that lost its references is not indexed. */
 	{
-		struct fts_doc d1 = {jobs[0].blob_id, "x", "y", 1, 1};
+		struct fts_doc d1 = {acc, jobs[0].blob_id, "x", "y", 1, 1};
 
 		assert_int_equal(store_exec(f->store, job_fts_add, &d1, &error), STORE_OK);
 		assert_int_equal(db_int(f, "SELECT count(*) FROM fts_docs", NULL), 1);
@@ -2109,6 +2226,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_and_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrations_keep_messages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_bad_options, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_domains_accounts_aliases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_default_mailboxes, setup, teardown),
