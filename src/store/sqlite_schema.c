@@ -355,6 +355,14 @@ static const char store__schema_v9[] =
 static const char store__schema_v10[] =
 	"CREATE INDEX messages_deleted ON messages(mailbox_id, uid) WHERE (flags & 8) <> 0;";
 
+/* v11: the full-text index merges its segments as soon as two of a size exist (FTS5's
+ * automerge, 4 by default). Searches index a few new files at a time, each commit adding a
+ * segment, and every lookup probes every segment for every trigram: with the default a busy
+ * index kept about 17 segments, with 2 about 3, for about 15% less CPU per IMAP command in the
+ * benchmark's mix. The setting is stored with the index. */
+static const char store__schema_v11[] =
+	"INSERT INTO fts_text (fts_text, rank) VALUES ('automerge', 2);";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -371,6 +379,7 @@ static const struct store__migration store__migrations[] = {
 	{store__schema_v8, NULL},
 	{store__schema_v9, NULL},
 	{store__schema_v10, NULL},
+	{store__schema_v11, NULL},
 };
 
 int
