@@ -1127,7 +1127,7 @@ struct field {
 struct mstate {
 	const struct imap_search_msg *msg;
 	const struct imap_search *s;
-	int loaded; /* 0 not yet, 1 read, -1 read error */
+	int loaded; /* 0 not yet, 1 read, 2 the header section only, -1 read error */
 	const uint8_t *data;
 	size_t len;
 
@@ -1145,13 +1145,26 @@ struct mstate {
 	struct buf tmp, tmp2; /* scratch */
 };
 
+/* Reads the message, or only its header section when whole is false and the caller can. */
 static int
-load(struct mstate *st)
+load(struct mstate *st, bool whole)
 {
+	int (*read)(void *, const uint8_t **, size_t *) = st->msg->read_message;
+
+	if (st->loaded == 2 && whole) {
+		/* The header read may go with this one: nothing may point into it any more. */
+		st->loaded = 0;
+		st->hdr_done = false;
+		buf_reset(&st->hdr);
+		st->nfields = 0;
+	}
 	if (st->loaded == 0) {
 		st->loaded = 1;
-		if (st->msg->read_message != NULL &&
-		    st->msg->read_message(st->msg->ctx, &st->data, &st->len) < 0) {
+		if (!whole && st->msg->read_header != NULL) {
+			read = st->msg->read_header;
+			st->loaded = 2;
+		}
+		if (read != NULL && read(st->msg->ctx, &st->data, &st->len) < 0) {
 			st->loaded = -1;
 			st->data = NULL;
 		}
@@ -1199,7 +1212,7 @@ load_header(struct mstate *st)
 {
 	if (st->hdr_done)
 		return 0;
-	if (load(st) < 0)
+	if (load(st, false) < 0)
 		return -1;
 	st->hdr_done = true;
 	add_header_text(st, &st->hdr, st->data, st->len, true);
@@ -1254,7 +1267,7 @@ load_body(struct mstate *st)
 
 	if (st->body_done)
 		return 0;
-	if (load(st) < 0)
+	if (load(st, true) < 0)
 		return -1;
 	st->body_done = true;
 	if (st->len == 0 || mime_parse(st->data, st->len, NULL, &root) < 0 || root == NULL)
@@ -1323,7 +1336,7 @@ sent_day(struct mstate *st, int64_t *day_r)
 	if (!st->sent_done) {
 		int64_t utc;
 
-		if (load(st) < 0)
+		if (load(st, false) < 0)
 			return -1;
 		st->sent_done = true;
 		buf_reset(&st->tmp);

@@ -73,8 +73,13 @@ struct imap_search_msg {
 	 * memory is the caller's and must stay valid until imap_search_match() (or imap_sort(),
 	 * imap_thread()) returns. *data_r = NULL: the message is gone (matches as empty). Returns
 	 * 0, or -1 on an I/O error (the command then fails with a temporary error). Called at most
-	 * once per message per call. NULL: as if the message were empty. */
+	 * once per message per call (read_header at most once before it). NULL: as if the
+	 * message were empty. */
 	int (*read_message)(void *ctx, const uint8_t **data_r, size_t *len_r);
+	/* Optional, for keys that look at the header only (and SORT, THREAD): the same, but what
+	 * is read may end after the empty line that ends the header section. A later
+	 * read_message call for the same message may free it. NULL: read_message is used. */
+	int (*read_header)(void *ctx, const uint8_t **data_r, size_t *len_r);
 	void *ctx; /* borrowed: for read_message */
 };
 

@@ -26,7 +26,7 @@ struct msg_ctx {
 };
 
 static int
-read_message(void *ctx, const uint8_t **data_r, size_t *len_r)
+read_blob(void *ctx, bool head, const uint8_t **data_r, size_t *len_r)
 {
 	struct msg_ctx *m = ctx;
 	struct reader *r = m->reader;
@@ -35,11 +35,25 @@ read_message(void *ctx, const uint8_t **data_r, size_t *len_r)
 	r->data = NULL;
 	r->len = 0;
 	r->reads++;
-	if (imap_search_read_file(m->blob_id, &r->data, &r->len) < 0)
+	if ((head ? imap_search_read_head : imap_search_read_file)(m->blob_id, &r->data,
+	                                                           &r->len) < 0)
 		return -1;
 	*data_r = r->data; /* NULL: gone meanwhile, matches as empty */
 	*len_r = r->len;
 	return 0;
+}
+
+static int
+read_message(void *ctx, const uint8_t **data_r, size_t *len_r)
+{
+	return read_blob(ctx, false, data_r, len_r);
+}
+
+/* Header keys, SORT and THREAD: only the header section is read. */
+static int
+read_header(void *ctx, const uint8_t **data_r, size_t *len_r)
+{
+	return read_blob(ctx, true, data_r, len_r);
 }
 
 /* Everything SEARCH, SORT and THREAD share: the view's messages as the engine sees them. */
@@ -75,6 +89,7 @@ corpus_load(struct imap_session *s, struct corpus *c)
 			.internaldate = r->internaldate,
 			.modseq = r->modseq,
 			.read_message = read_message,
+			.read_header = read_header,
 			.ctx = &c->ctxs[i],
 		};
 	}

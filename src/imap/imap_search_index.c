@@ -26,8 +26,8 @@
 /* ... or until it holds this many files. */
 #define INDEX_JOB_FILES 64
 
-int
-imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r)
+static int
+read_blob(const char *blob_id, bool head, uint8_t **data_r, size_t *len_r)
 {
 	struct buf b;
 	int ret;
@@ -35,7 +35,8 @@ imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r)
 	*data_r = NULL;
 	*len_r = 0;
 	buf_init(&b, SIZE_MAX / 2);
-	ret = store_blob_read(imap_env.store, blob_id, &b);
+	ret = head ? store_blob_read_head(imap_env.store, blob_id, &b)
+	           : store_blob_read(imap_env.store, blob_id, &b);
 	if (ret <= 0) {
 		buf_deinit(&b);
 		return ret == 0 ? 0 : -1; /* 0: gone meanwhile */
@@ -48,6 +49,18 @@ imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r)
 	*data_r = b.data;
 	*len_r = b.len - 1;
 	return 0;
+}
+
+int
+imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r)
+{
+	return read_blob(blob_id, false, data_r, len_r);
+}
+
+int
+imap_search_read_head(const char *blob_id, uint8_t **data_r, size_t *len_r)
+{
+	return read_blob(blob_id, true, data_r, len_r);
 }
 
 /* ---- indexing ------------------------------------------------------------------------------ */

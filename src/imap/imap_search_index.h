@@ -19,6 +19,8 @@ struct imap_search_stats {
 /* Reads a committed message file: *data_r (caller frees) and *len_r; *data_r = NULL when the
  * file is gone. Returns 0, or -1 on an I/O error. */
 int imap_search_read_file(const char *blob_id, uint8_t **data_r, size_t *len_r);
+/* The same, but what is read may end after the message's header section. */
+int imap_search_read_head(const char *blob_id, uint8_t **data_r, size_t *len_r);
 
 /* For the candidates uids[0..n) (ascending) of the selected mailbox: indexes what the budget
  * allows, then sets skip[i] for each message the index rules out for prog (it cannot match).

@@ -47,7 +47,17 @@ struct imap_watch {
 	struct imap_session *s; /* NULL once the session dropped the watch (I/O thread only) */
 	atomic_uint refs;
 	atomic_bool posted;     /* a notice task is pending: coalesce */
+	_Atomic uint64_t modseq; /* the highest MODSEQ of the notices it coalesces */
 };
+
+static void
+atomic_max_u64(_Atomic uint64_t *a, uint64_t v)
+{
+	uint64_t cur = atomic_load(a);
+
+	while (cur < v && !atomic_compare_exchange_weak(a, &cur, v))
+		;
+}
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct imap_watch *watch_buckets[WATCH_BUCKETS];
@@ -75,6 +85,7 @@ watch_task(void *arg)
 
 	atomic_store(&w->posted, false);
 	if (s != NULL && !s->dead) {
+		atomic_max_u64(&s->notice_modseq, atomic_exchange(&w->modseq, 0));
 		atomic_store(&s->changed, true);
 		if (s->idling && !s->busy)
 			run_idle_sync(s);
@@ -83,13 +94,17 @@ watch_task(void *arg)
 }
 
 static void
-imap_change_hook(int64_t mailbox_id, void *ctx)
+imap_change_hook(int64_t mailbox_id, uint64_t modseq, void *ctx)
 {
 	(void)ctx;
 	pthread_mutex_lock(&watch_lock);
 	for (struct imap_watch *w = watch_buckets[watch_bucket(mailbox_id)]; w != NULL;
 	     w = w->next) {
-		if (w->mailbox_id != mailbox_id || atomic_exchange(&w->posted, true))
+		if (w->mailbox_id != mailbox_id)
+			continue;
+		/* before the coalescing: a pending task then hands this MODSEQ on too */
+		atomic_max_u64(&w->modseq, modseq);
+		if (atomic_exchange(&w->posted, true))
 			continue;
 		atomic_fetch_add(&w->refs, 1);
 		net_thread_post(w->thread, watch_task, w);
@@ -129,7 +144,10 @@ imap_watch_set(struct imap_session *s, int64_t mailbox_id)
 	watch_buckets[watch_bucket(mailbox_id)] = w;
 	pthread_mutex_unlock(&watch_lock);
 	s->watch = w;
-	/* A change between the SELECT's snapshot and now sent no notice to this session. */
+	/* A change between the SELECT's snapshot and now sent no notice to this session. The
+	 * notices of the mailbox before count no more. */
+	atomic_store(&s->notice_modseq, 0);
+	atomic_store(&s->must_look, true);
 	atomic_store(&s->changed, true);
 }
 

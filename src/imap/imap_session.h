@@ -4,8 +4,8 @@
  *
  * Threads: a session belongs to its connection's I/O thread. A command that touches the store
  * runs on a worker (env.workers) while the session is busy: input is paused and the I/O thread
- * touches nothing of the session but `changed` and `dead`; the worker writes its responses
- * into s->out, which the I/O thread sends when the worker is done. */
+ * touches nothing of the session but `changed`, `notice_modseq` and `dead`; the worker writes
+ * its responses into s->out, which the I/O thread sends when the worker is done. */
 #ifndef IMAP_IMAP_SESSION_H
 #define IMAP_IMAP_SESSION_H
 
@@ -65,6 +65,13 @@ struct imap_session {
 	/* The selected mailbox changed since the last sync (set by change notices on the I/O
 	 * thread, taken by the sync on a worker): without it a command need not look. */
 	atomic_bool changed;
+	/* The highest MODSEQ the notices named since the mailbox was selected: a sync whose view
+	 * has seen it has nothing to look for (the notice of the session's own change comes after
+	 * the command that made it has shown it). */
+	_Atomic uint64_t notice_modseq;
+	/* Look whatever the notices said: just selected, or a change of the session's own that
+	 * its command must show at once. */
+	atomic_bool must_look;
 	bool shutdown_pending;
 	bool tls_starting;
 	/* Extensions the client turned on (ENABLE, or implied by use). */

@@ -288,11 +288,14 @@ static int
 msgkey_load(struct msgkey *k, const struct imap_search_msg *m, size_t index, unsigned int need,
             const uint8_t **data_r, size_t *len_r)
 {
+	int (*read)(void *, const uint8_t **, size_t *) =
+		m->read_header != NULL ? m->read_header : m->read_message;
 	const uint8_t *data = NULL;
 	size_t len = 0;
 
 	memset(k, 0, sizeof(*k));
-	if (need != 0 && m->read_message != NULL && m->read_message(m->ctx, &data, &len) < 0)
+	/* every key is in the header */
+	if (need != 0 && read != NULL && read(m->ctx, &data, &len) < 0)
 		return -1;
 	if (data == NULL)
 		len = 0;

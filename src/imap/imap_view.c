@@ -153,8 +153,11 @@ imap_view_sync(struct imap_session *s, bool expunges)
 	if (v == NULL || !expunges)
 		return 0;
 	/* Every committed change to the mailbox notifies its sessions (the store's change hook):
-	 * no notice since the last look, nothing to look at. */
+	 * no notice since the last look, or none beyond what the view has seen (the session's
+	 * own changes), nothing to look at. */
 	if (!atomic_exchange(&s->changed, false))
+		return 0;
+	if (!atomic_exchange(&s->must_look, false) && atomic_load(&s->notice_modseq) <= v->modseq)
 		return 0;
 	/* The command's snapshot may be older than the commit that sent the notice. */
 	store_read_refresh(imap_env.store);
@@ -176,7 +179,8 @@ imap_view_sync(struct imap_session *s, bool expunges)
 		v->uidnext = mb.uidnext;
 		v->nown = 0;
 	} else {
-		atomic_store(&s->changed, true); /* look again next time */
+		atomic_store(&s->must_look, true); /* look again next time */
+		atomic_store(&s->changed, true);
 	}
 	buf_deinit(&c.vanished);
 	return ret;
@@ -188,8 +192,10 @@ imap_view_written(struct imap_session *s, int64_t mailbox_id)
 	/* The store's change notice reaches the session through its I/O thread, possibly after
 	 * this command's own sync: without this, an APPEND would not announce its message, and a
 	 * UID STORE on its APPENDUID right after would find nothing. */
-	if (s->view != NULL && s->view->mailbox_id == mailbox_id)
+	if (s->view != NULL && s->view->mailbox_id == mailbox_id) {
+		atomic_store(&s->must_look, true);
 		atomic_store(&s->changed, true);
+	}
 }
 
 void

@@ -80,31 +80,77 @@ store__blob_open_file(struct store *store, const char *blob_id)
 	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
-int
-store_blob_read(struct store *store, const char *blob_id, struct buf *out)
+size_t
+store_header_end(const uint8_t *msg, size_t len)
+{
+	size_t i = 0;
+
+	/* line by line: a line that is empty, or only CR, ends the header */
+	while (i < len) {
+		const uint8_t *nl = memchr(msg + i, '\n', len - i);
+
+		if (nl == NULL)
+			return 0;
+		if ((size_t)(nl - msg) == i || ((size_t)(nl - msg) == i + 1 && msg[i] == '\r'))
+			return (size_t)(nl - msg) + 1;
+		i = (size_t)(nl - msg) + 1;
+	}
+	return 0;
+}
+
+/* Reads a blob's file into out: all of it, or (head) until the header section is in. */
+static int
+store__blob_read_file(struct store *store, const char *blob_id, bool head, struct buf *out)
 {
 	uint8_t chunk[65536];
-	int ret, fd;
+	/* A header section is usually a few KiB: small reads first when only that is wanted. */
+	size_t want = head ? 8192 : sizeof(chunk);
+	size_t start = out->len;
+	int ret = 0, fd;
 	ssize_t n;
 
-	if (!store__valid_blob_id(blob_id))
-		return 0;
-	ret = store->ops->blob_data(store, blob_id, out);
-	if (ret != 0)
-		return ret;
 	fd = store__blob_open_file(store, blob_id);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : store__errno_err(errno);
-	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+	while ((n = read(fd, chunk, want)) != 0) {
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 || buf_append(out, chunk, (size_t)n) < 0) {
 			ret = n < 0 ? store__errno_err(errno) : STORE_ERR_IO;
 			break;
 		}
+		if (head && store_header_end(out->data + start, out->len - start) > 0)
+			break;
+		want = sizeof(chunk);
 	}
 	(void)close(fd);
 	return ret < 0 ? ret : 1;
+}
+
+int
+store_blob_read(struct store *store, const char *blob_id, struct buf *out)
+{
+	int ret;
+
+	if (!store__valid_blob_id(blob_id))
+		return 0;
+	ret = store->ops->blob_data(store, blob_id, false, out);
+	if (ret != 0)
+		return ret;
+	return store__blob_read_file(store, blob_id, false, out);
+}
+
+int
+store_blob_read_head(struct store *store, const char *blob_id, struct buf *out)
+{
+	int ret;
+
+	if (!store__valid_blob_id(blob_id))
+		return 0;
+	ret = store->ops->blob_data(store, blob_id, true, out);
+	if (ret != 0)
+		return ret;
+	return store__blob_read_file(store, blob_id, true, out);
 }
 
 char *
@@ -159,7 +205,7 @@ store_blob_open(struct store *store, const char *blob_id)
 		return -1;
 	}
 	buf_init(&b, SIZE_MAX / 2);
-	ret = store->ops->blob_data(store, blob_id, &b);
+	ret = store->ops->blob_data(store, blob_id, false, &b);
 	if (ret > 0) {
 		fd = store__memfd(blob_id, b.data, b.len);
 		buf_deinit(&b);

@@ -101,6 +101,13 @@ int store_blob_open(struct store *store, const char *blob_id);
  * negative store_err (STORE_ERR_IO also when out's maximum is too small). Any thread. Cheaper
  * than store_blob_open for a blob kept in the database. */
 int store_blob_read(struct store *store, const char *blob_id, struct buf *out);
+/* The same, but it may stop once out holds the message's header section: the empty line that
+ * ends it (CRLF or LF), or the whole blob when there is none. Reads about as little as that
+ * takes, whether the blob is in the database or a file. */
+int store_blob_read_head(struct store *store, const char *blob_id, struct buf *out);
+/* Octets of the header section at the start of msg, through the empty line that ends it, or
+ * 0 when len octets hold no such line. */
+size_t store_header_end(const uint8_t *msg, size_t len);
 /* Where a blob's file is, for a blob that is not kept in the database (tests, tools). Caller
  * frees; NULL for a malformed id. */
 char *store_blob_path(struct store *store, const char *blob_id);
@@ -315,8 +322,10 @@ int store_fts_match(struct store *store, int64_t account_id, int64_t mailbox_id,
 bool store_keywords_valid(const char *kw);
 
 /* Called on the writer thread after a commit, once per mailbox whose messages a committed job
- * changed (deliveries, expunges, flags, copies, deletion). Must only hand the news over. */
-typedef void store_change_fn(int64_t mailbox_id, void *ctx);
+ * changed (deliveries, expunges, flags, copies, deletion), with the highest MODSEQ the job gave
+ * the mailbox (UINT64_MAX for a deletion): a reader that has seen that MODSEQ has nothing new
+ * to learn from it. Must only hand the news over. */
+typedef void store_change_fn(int64_t mailbox_id, uint64_t modseq, void *ctx);
 /* Set once, before jobs run. */
 void store_set_change_hook(struct store *store, store_change_fn *fn, void *ctx);
 /* Puts a message for remote recipients into the outbound queue: one entry, one row per

@@ -68,7 +68,8 @@ struct store_ops {
 	                   const uint8_t *data);
 	/* A committed blob's bytes when they are kept in the database: 1 and *out filled, 0 when
 	 * the blob is a file (or unknown), or an error. Any thread. */
-	int (*blob_data)(struct store *store, const char *id, struct buf *out);
+	/* head: may stop after the header section (store_blob_read_head) */
+	int (*blob_data)(struct store *store, const char *id, bool head, struct buf *out);
 	/* store_read_pin/unpin for the calling thread; refresh ends the pinned snapshot (the
 	 * thread is about to wait for a write). */
 	void (*read_pin)(struct store *store);
@@ -189,7 +190,7 @@ extern const struct store_ops store__sqlite_ops;
 
 /* Records that the running job changed mailbox_id; once the job's transaction commits, the
  * change hook hears of it. */
-void store__txn_touch(struct store_txn *txn, int64_t mailbox_id);
+void store__txn_touch(struct store_txn *txn, int64_t mailbox_id, uint64_t modseq);
 
 /* Counters for tests and stats; read with store__stats(). */
 struct store__stats {
@@ -239,7 +240,10 @@ struct store_job {
 	char *error;    /* message of a failure, or NULL */
 	bool queued;    /* handed to store_submit */
 	bool relaxed;   /* store_job_set_relaxed: may commit without waiting for the disk */
-	int64_t *touched; /* mailboxes this job changed (store__txn_touch), for the change hook */
+	struct store__touched {
+		int64_t mailbox_id;
+		uint64_t modseq; /* the highest this job gave it */
+	} *touched; /* mailboxes this job changed (store__txn_touch), for the change hook */
 	size_t ntouched, touched_cap;
 };
 

@@ -40,6 +40,7 @@ enum sqlite__st {
 	ST_BLOB_RANGE,
 	ST_BLOB_DATA_INSERT,
 	ST_BLOB_DATA_GET,
+	ST_BLOB_DATA_LOCATE,
 	ST_DOMAIN_ID,
 	ST_DOMAIN_INSERT,
 	ST_DOMAIN_ACCOUNTS,
@@ -169,6 +170,8 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_BLOB_RANGE] = "SELECT id FROM blobs WHERE id >= ?1 AND id < ?2 ORDER BY id",
 	[ST_BLOB_DATA_INSERT] = "INSERT INTO blob_data (id, data) VALUES (?1, ?2)",
 	[ST_BLOB_DATA_GET] = "SELECT data FROM blob_data WHERE id = ?1",
+	/* length() of a BLOB is read from the record header, without its overflow pages. */
+	[ST_BLOB_DATA_LOCATE] = "SELECT rowid, length(data) FROM blob_data WHERE id = ?1",
 	[ST_DOMAIN_ID] = "SELECT id FROM domains WHERE name = ?1",
 	[ST_DOMAIN_INSERT] = "INSERT INTO domains (name, created) VALUES (?1, ?2)",
 	[ST_DOMAIN_ACCOUNTS] = "SELECT count(*) FROM accounts WHERE domain_id = ?1",
@@ -1271,7 +1274,7 @@ sqlite__deliver(struct store_txn *txn, int64_t mailbox_id, const char *blob_id, 
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot add message");
 	*uid_r = (uint32_t)uidnext;
-	store__txn_touch(txn, mailbox_id);
+	store__txn_touch(txn, mailbox_id, (uint64_t)modseq);
 	return STORE_OK;
 }
 
@@ -1393,7 +1396,7 @@ sqlite__expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot record expunge");
-	store__txn_touch(txn, mailbox_id);
+	store__txn_touch(txn, mailbox_id, modseq);
 	return STORE_OK;
 }
 
@@ -1447,7 +1450,7 @@ sqlite__mailbox_delete(struct store_txn *txn, int64_t mailbox_id)
 		store_txn_error(txn, "mailbox %lld does not exist", (long long)mailbox_id);
 		return STORE_ERR_NOTFOUND;
 	}
-	store__txn_touch(txn, mailbox_id);
+	store__txn_touch(txn, mailbox_id, UINT64_MAX); /* gone: every session must look */
 	return STORE_OK;
 }
 
@@ -1554,7 +1557,7 @@ sqlite__set_flags(struct store_txn *txn, int64_t mailbox_id, uint32_t uid, uint3
 	if (sqlite3_changes(sqlite__w(txn)->db) == 0)
 		return STORE_ERR_NOTFOUND; /* quiet: the caller decides (store.h) */
 	*modseq_r = modseq;
-	store__txn_touch(txn, mailbox_id);
+	store__txn_touch(txn, mailbox_id, modseq);
 	return STORE_OK;
 }
 
@@ -2029,12 +2032,57 @@ sqlite__blob_meta_get(struct store *store, const char *blob_id, struct buf *out)
 	return sqlite__read_end(&r, rc, ret);
 }
 
+/* The start of a blob kept in the database, read through incremental blob I/O until the header
+ * section is in: only the overflow pages it takes are read, not the whole message's. */
 static int
-sqlite__blob_data(struct store *store, const char *blob_id, struct buf *out)
+sqlite__blob_data_head(struct sqlite__read *r, int64_t rowid, size_t len, struct buf *out)
+{
+	uint8_t chunk[16384];
+	size_t start = out->len, off = 0, want = 4096;
+	sqlite3_blob *b;
+	int rc;
+
+	rc = sqlite3_blob_open(r->c->db, "main", "blob_data", "data", rowid, 0, &b);
+	if (rc != SQLITE_OK)
+		return sqlite__err(r->c->db, rc);
+	while (off < len) {
+		size_t n = MIN(want, len - off);
+
+		rc = sqlite3_blob_read(b, chunk, (int)n, (int)off);
+		if (rc != SQLITE_OK) {
+			(void)sqlite3_blob_close(b);
+			return sqlite__err(r->c->db, rc);
+		}
+		if (buf_append(out, chunk, n) < 0) {
+			(void)sqlite3_blob_close(b);
+			return STORE_ERR_IO;
+		}
+		off += n;
+		if (store_header_end(out->data + start, out->len - start) > 0)
+			break;
+		want = sizeof(chunk);
+	}
+	(void)sqlite3_blob_close(b);
+	return 1;
+}
+
+static int
+sqlite__blob_data(struct store *store, const char *blob_id, bool head, struct buf *out)
 {
 	struct sqlite__read r;
 	int rc, ret;
 
+	if (head) {
+		ret = sqlite__read_begin(&r, store, ST_BLOB_DATA_LOCATE);
+		if (ret != STORE_OK)
+			return ret;
+		sqlite__bind_text(r.st, 1, blob_id);
+		rc = sqlite3_step(r.st);
+		if (rc == SQLITE_ROW)
+			ret = sqlite__blob_data_head(&r, sqlite3_column_int64(r.st, 0),
+			                             (size_t)sqlite3_column_int64(r.st, 1), out);
+		return sqlite__read_end(&r, rc, ret);
+	}
 	ret = sqlite__read_begin(&r, store, ST_BLOB_DATA_GET);
 	if (ret != STORE_OK)
 		return ret;

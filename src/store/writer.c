@@ -474,7 +474,8 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 			if (jobs[i]->result != STORE_OK)
 				continue;
 			for (size_t j = 0; j < jobs[i]->ntouched; j++)
-				store->change_hook(jobs[i]->touched[j], store->change_ctx);
+				store->change_hook(jobs[i]->touched[j].mailbox_id,
+				                   jobs[i]->touched[j].modseq, store->change_ctx);
 		}
 	}
 	for (size_t i = 0; i < n; i++)
@@ -482,21 +483,23 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 }
 
 void
-store__txn_touch(struct store_txn *txn, int64_t mailbox_id)
+store__txn_touch(struct store_txn *txn, int64_t mailbox_id, uint64_t modseq)
 {
 	struct store_job *job = txn->job;
 
 	if (job == NULL)
 		return;
 	for (size_t i = 0; i < job->ntouched; i++) {
-		if (job->touched[i] == mailbox_id)
+		if (job->touched[i].mailbox_id == mailbox_id) {
+			job->touched[i].modseq = MAX(job->touched[i].modseq, modseq);
 			return;
+		}
 	}
 	if (job->ntouched == job->touched_cap) {
 		job->touched_cap = job->touched_cap == 0 ? 4 : job->touched_cap * 2;
 		job->touched = xrealloc(job->touched, job->touched_cap * sizeof(*job->touched));
 	}
-	job->touched[job->ntouched++] = mailbox_id;
+	job->touched[job->ntouched++] = (struct store__touched){mailbox_id, modseq};
 }
 
 void

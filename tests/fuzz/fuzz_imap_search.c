@@ -25,8 +25,39 @@ struct fmsg {
 	const uint8_t *text;
 	size_t len;
 	bool fail;
-	int reads;
+	int reads, head_reads;
+	uint8_t *copy; /* what the last read handed out: freed by the next, as the server does */
 };
+
+/* Hands out a fresh copy of the message, or of its start up to the first empty line (as
+ * much as the server's header read may give), so that ASan sees the engine use memory that a
+ * later read freed. */
+static int
+read_copy(struct fmsg *f, bool head, const uint8_t **data_r, size_t *len_r)
+{
+	size_t len = f->len;
+
+	if (f->fail)
+		return -1;
+	if (head) {
+		for (size_t i = 0; i + 1 < f->len; i++) {
+			if (f->text[i] == '\n' && (f->text[i + 1] == '\n' ||
+			    (f->text[i + 1] == '\r' && i + 2 < f->len && f->text[i + 2] == '\n'))) {
+				len = i + 1;
+				break;
+			}
+		}
+	}
+	free(f->copy);
+	f->copy = malloc(len + 1);
+	if (f->copy == NULL)
+		abort();
+	if (len > 0)
+		memcpy(f->copy, f->text, len);
+	*data_r = f->text != NULL ? f->copy : NULL;
+	*len_r = f->text != NULL ? len : 0;
+	return 0;
+}
 
 static int
 read_cb(void *ctx, const uint8_t **data_r, size_t *len_r)
@@ -34,11 +65,16 @@ read_cb(void *ctx, const uint8_t **data_r, size_t *len_r)
 	struct fmsg *f = ctx;
 
 	f->reads++;
-	if (f->fail)
-		return -1;
-	*data_r = f->text;
-	*len_r = f->len;
-	return 0;
+	return read_copy(f, false, data_r, len_r);
+}
+
+static int
+read_head_cb(void *ctx, const uint8_t **data_r, size_t *len_r)
+{
+	struct fmsg *f = ctx;
+
+	f->head_reads++;
+	return read_copy(f, true, data_r, len_r);
 }
 
 static const char fixed_msg[] =
@@ -153,10 +189,12 @@ run_search(const struct imap_command *cmd, const struct imap_search_context *ctx
 		int r;
 
 		f[i].reads = 0;
+		f[i].head_reads = 0;
 		r = imap_search_match(s, &msgs[i]);
-		if (r < -1 || r > 1 || (r == -1 && !f[i].fail) || f[i].reads > 1)
+		if (r < -1 || r > 1 || (r == -1 && !f[i].fail) || f[i].reads > 1 ||
+		    f[i].head_reads > 1)
 			abort();
-		if (!imap_search_needs_message(s) && f[i].reads != 0)
+		if (!imap_search_needs_message(s) && f[i].reads + f[i].head_reads != 0)
 			abort();
 	}
 	(void)imap_search_uses_modseq(s);
@@ -210,6 +248,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		msgs[i].internaldate = (int64_t)1579000000 + (int64_t)i * 86400 - 2 * 86400;
 		msgs[i].modseq = i * 10;
 		msgs[i].read_message = read_cb;
+		/* half of them offer the header read */
+		msgs[i].read_header = i % 2 == 0 ? read_head_cb : NULL;
 		msgs[i].ctx = &f[i];
 	}
 
@@ -234,5 +274,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* SORT and THREAD over the fuzzed message and the fixed ones (not the failing one) */
 	run_sort_thread(msgs, NMSG - 1);
+	for (size_t i = 0; i < NMSG; i++)
+		free(f[i].copy);
 	return 0;
 }

@@ -387,6 +387,88 @@ test_date_header_parser(void **state)
 	assert_true(imap_search_days_from_civil(2000, 3, 1) == 11017);
 }
 
+/* A reader that hands out the header section alone (a copy, freed by the next read, as the
+ * server's reader does), and the whole message in a fresh copy: the engine must not keep
+ * pointers into the first after asking for the second. */
+struct hmsg {
+	const char *text;
+	char *copy;
+	int head_reads, reads;
+};
+
+static int
+hmsg_read(struct hmsg *h, bool head, const uint8_t **data_r, size_t *len_r)
+{
+	size_t len = strlen(h->text);
+	const char *end = strstr(h->text, "\r\n\r\n");
+
+	if (head && end != NULL)
+		len = (size_t)(end - h->text) + 4;
+	free(h->copy);
+	h->copy = malloc(len + 1);
+	assert_non_null(h->copy);
+	memcpy(h->copy, h->text, len);
+	h->copy[len] = '\0';
+	*data_r = (const uint8_t *)h->copy;
+	*len_r = len;
+	return 0;
+}
+
+static int
+hmsg_head_cb(void *ctx, const uint8_t **data_r, size_t *len_r)
+{
+	((struct hmsg *)ctx)->head_reads++;
+	return hmsg_read(ctx, true, data_r, len_r);
+}
+
+static int
+hmsg_whole_cb(void *ctx, const uint8_t **data_r, size_t *len_r)
+{
+	((struct hmsg *)ctx)->reads++;
+	return hmsg_read(ctx, false, data_r, len_r);
+}
+
+/* Keys on the header read the header section only; a body key later in the same program reads
+ * the whole message once, and the header keys after it still see the right fields. */
+static void
+test_header_only_reads(void **state)
+{
+	static const struct {
+		const char *keys;
+		int want, head_reads, reads;
+	} v[] = {
+		{"FROM joerg", 1, 1, 0},
+		{"SUBJECT berlin HEADER X-Custom hello SENTON 14-Jan-2020", 1, 1, 0},
+		{"FROM nobody", 0, 1, 0},
+		{"BODY \"straße\"", 1, 0, 1},
+		{"FROM joerg BODY \"straße\"", 1, 1, 1},
+		{"BODY \"straße\" FROM joerg", 1, 0, 1},
+		{"FROM joerg BODY \"straße\" TO alice HEADER Message-ID 1@example", 1, 1, 1},
+		{"FROM joerg BODY nothing", 0, 1, 1},
+		{"TEXT berlin", 1, 1, 0},
+		{"TEXT \"straße\"", 1, 1, 1},
+		{"OR BODY \"straße\" CC nobody", 1, 0, 1},
+		{"SUBJECT aus TEXT \"straße\" CC carol", 1, 1, 1},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct hmsg h = {msg_plain, NULL, 0, 0};
+		struct tmsg unused = {NULL, false, 0};
+		struct imap_search_msg m = mk(&unused, 1, 1, 0, "");
+
+		m.read_message = hmsg_whole_cb;
+		m.read_header = hmsg_head_cb;
+		m.ctx = &h;
+		if (match(v[i].keys, &m) != v[i].want || h.head_reads != v[i].head_reads ||
+		    h.reads != v[i].reads)
+			fail_msg("%s: %d (head %d, whole %d), want %d (%d, %d)", v[i].keys,
+			         match(v[i].keys, &m), h.head_reads, h.reads, v[i].want,
+			         v[i].head_reads, v[i].reads);
+		free(h.copy);
+	}
+}
+
 static void
 test_header_keys(void **state)
 {
@@ -1279,6 +1361,7 @@ main(void)
 		cmocka_unit_test(test_dates),
 		cmocka_unit_test(test_date_header_parser),
 		cmocka_unit_test(test_header_keys),
+		cmocka_unit_test(test_header_only_reads),
 		cmocka_unit_test(test_mime_bodies),
 		cmocka_unit_test(test_case_folding),
 		cmocka_unit_test(test_not_or_nesting),

@@ -989,6 +989,105 @@ test_small_blobs_in_database(void **state)
 	assert_false(blob_file_exists(f, ids[1]));
 }
 
+/* The end of a header section, for the nasty cases. */
+static void
+test_header_end(void **state)
+{
+	static const struct {
+		const char *msg;
+		size_t want;
+	} v[] = {
+		{"A: 1\r\n\r\nbody", 8},
+		{"A: 1\n\nbody", 6},
+		{"A: 1\r\nB: 2\r\n\r\n", 14},
+		{"\r\nbody", 2},               /* no header at all */
+		{"\nbody", 1},
+		{"A: 1\r\n", 0},               /* no empty line yet */
+		{"A: 1\r\n\r", 0},
+		{"A: 1\r\r\nbody\r\n", 0},    /* a bare CR is not an empty line */
+		{"A: 1\r\n \r\nB\r\n\r\nx", 14}, /* a blank continuation is not either */
+		{"", 0},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < N_ELEMENTS(v); i++) {
+		size_t got = store_header_end((const uint8_t *)v[i].msg, strlen(v[i].msg));
+
+		if (got != v[i].want)
+			fail_msg("case %zu: %zu, want %zu", i, got, v[i].want);
+	}
+}
+
+/* store_blob_read_head reads at least the header section, from the database or a file, and
+ * little more when the header is short; without an empty line, all of the message. */
+static void
+test_blob_read_head(void **state)
+{
+	struct fixture *f = *state;
+	static char long_hdr[30000], big[100000], nohdr[5000];
+	const char *contents[4];
+	char ids[4][33];
+	struct sync_job s;
+	int64_t inbox;
+	size_t hlen;
+
+	/* a header of about 20 KB (spanning several reads), then a long body */
+	for (size_t i = 0; i + 40 < 20000; i += 40)
+		memcpy(long_hdr + i, "Received: from somewhere by elsewhere\r\n", 40);
+	hlen = strlen(long_hdr);
+	memcpy(long_hdr + hlen, "\r\n", 2);
+	memset(long_hdr + hlen + 2, 'b', sizeof(long_hdr) - hlen - 3);
+	memcpy(big, long_hdr, sizeof(long_hdr) - 1);
+	memset(big + sizeof(long_hdr) - 1, 'c', sizeof(big) - sizeof(long_hdr));
+	memset(nohdr, 'h', sizeof(nohdr) - 1);
+	contents[0] = "Subject: short\r\n\r\nbody\r\n";
+	contents[1] = long_hdr; /* in the database */
+	contents[2] = big;      /* a file */
+	contents[3] = nohdr;    /* no empty line: read whole */
+	f->opts.inline_max = 64 * 1024;
+	open_store(f);
+	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
+	inbox = inbox_of(f, add_account(f, "alice@example.org"));
+	for (int i = 0; i < 4; i++) {
+		sync_deliver(f, &s, &inbox, contents[i]);
+		assert_int_equal(s.result, STORE_OK);
+		fmt(ids[i], sizeof(ids[i]), "%s", s.blob_id);
+		sync_job_deinit(&s);
+	}
+	assert_false(blob_file_exists(f, ids[1]));
+	assert_true(blob_file_exists(f, ids[2]));
+	for (int i = 0; i < 4; i++) {
+		size_t len = strlen(contents[i]);
+		size_t end = store_header_end((const uint8_t *)contents[i], len);
+		struct buf b;
+
+		buf_init(&b, 1 << 20);
+		(void)buf_append_str(&b, "kept"); /* appended to, like store_blob_read */
+		assert_int_equal(store_blob_read_head(f->store, ids[i], &b), 1);
+		assert_memory_equal(b.data, "kept", 4);
+		assert_true(b.len - 4 <= len);
+		assert_memory_equal(b.data + 4, contents[i], b.len - 4);
+		if (end == 0) {
+			assert_int_equal(b.len - 4, len);
+		} else {
+			assert_true(b.len - 4 >= end);
+			/* no more than one read beyond the header */
+			assert_true(b.len - 4 <= end + 65536);
+			if (i == 2)
+				assert_true(b.len - 4 < len);
+		}
+		buf_deinit(&b);
+	}
+	{
+		struct buf b;
+
+		buf_init(&b, 100);
+		assert_int_equal(store_blob_read_head(f->store, "0123456789abcdef0123456789abcdef",
+		                                      &b), 0);
+		buf_deinit(&b);
+	}
+}
+
 /* A pinned thread reads one snapshot until it submits a job or refreshes; unpinned reads see
  * every commit at once. */
 static void
@@ -2229,6 +2328,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_and_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrations_keep_messages, setup, teardown),
+		cmocka_unit_test(test_header_end),
+		cmocka_unit_test_setup_teardown(test_blob_read_head, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_bad_options, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_domains_accounts_aliases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_default_mailboxes, setup, teardown),
