@@ -16,6 +16,7 @@ struct tpool {
 	pthread_cond_t wake;
 	struct tpool_task *head[TPOOL_PRIORITIES], *tail[TPOOL_PRIORITIES]; /* FIFO per priority */
 	size_t pending; /* queued + running */
+	unsigned int idle; /* threads waiting for a task */
 	bool stopping;
 	unsigned int nthreads;
 	const char *name;
@@ -37,7 +38,9 @@ tpool_main(void *arg)
 				;
 			if (prio < TPOOL_PRIORITIES || pool->stopping)
 				break;
+			pool->idle++;
 			pthread_cond_wait(&pool->wake, &pool->lock);
+			pool->idle--;
 		}
 		if (prio == TPOOL_PRIORITIES)
 			break; /* stopping and drained */
@@ -81,6 +84,7 @@ void
 tpool_submit_prio(struct tpool *pool, enum tpool_priority prio, tpool_fn *fn, void *arg)
 {
 	struct tpool_task *t = xmalloc(sizeof(*t));
+	bool wake;
 
 	ASSERT(prio < TPOOL_PRIORITIES);
 	t->next = NULL;
@@ -93,8 +97,12 @@ tpool_submit_prio(struct tpool *pool, enum tpool_priority prio, tpool_fn *fn, vo
 		pool->head[prio] = t;
 	pool->tail[prio] = t;
 	pool->pending++;
-	pthread_cond_signal(&pool->wake);
+	/* Only a waiting thread needs waking (a busy one takes the task when it is done), and it
+	 * is woken after the unlock, so that it does not wake only to wait for the mutex. */
+	wake = pool->idle > 0;
 	pthread_mutex_unlock(&pool->lock);
+	if (wake)
+		pthread_cond_signal(&pool->wake);
 }
 
 void
