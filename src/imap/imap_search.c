@@ -1121,7 +1121,9 @@ imap_search_parse_return(const struct imap_arg *args, size_t nargs, unsigned int
 
 struct field {
 	struct span name;  /* into the message */
-	size_t off, len;   /* the folded, decoded value in mstate.hdr */
+	struct span raw;   /* the value as written, into the message */
+	bool decoded;
+	size_t off, len;   /* once decoded: the folded, decoded value in mstate.vals */
 };
 
 struct mstate {
@@ -1132,9 +1134,12 @@ struct mstate {
 	size_t len;
 
 	bool hdr_done;
-	struct buf hdr; /* "name: value\n" per field, folded */
+	struct buf hdr; /* "name: value\n" per field, folded (TEXT) */
+	/* The fields by name (header keys): a value is decoded when a key asks for its field. */
+	bool fields_done;
 	struct field *fields;
 	size_t nfields, fields_cap;
+	struct buf vals;
 
 	bool body_done;
 	struct buf body; /* decoded text of the body, folded */
@@ -1156,7 +1161,9 @@ load(struct mstate *st, bool whole)
 		st->loaded = 0;
 		st->hdr_done = false;
 		buf_reset(&st->hdr);
+		st->fields_done = false;
 		st->nfields = 0;
+		buf_reset(&st->vals);
 	}
 	if (st->loaded == 0) {
 		st->loaded = 1;
@@ -1174,39 +1181,33 @@ load(struct mstate *st, bool whole)
 	return st->loaded < 0 ? -1 : 0;
 }
 
-/* Appends decoded, folded header fields of msg[0..len) to out; records them in st->fields
- * when record is set. */
+/* Appends a header value unfolded, RFC 2047-decoded and case-folded to out. */
 static void
-add_header_text(struct mstate *st, struct buf *out, const uint8_t *msg, size_t len, bool record)
+add_value(struct mstate *st, struct buf *out, struct span v)
+{
+	buf_reset(&st->tmp);
+	buf_reset(&st->tmp2);
+	(void)append_unfolded(&st->tmp, v);
+	(void)mime_header_decode(&st->tmp2, st->tmp.data, st->tmp.len);
+	(void)imap_search_fold(out, st->tmp2.data, st->tmp2.len);
+}
+
+/* Appends decoded, folded header fields of msg[0..len) to out, "name: value\n" each. */
+static void
+add_header_text(struct mstate *st, struct buf *out, const uint8_t *msg, size_t len)
 {
 	struct hdr_iter it = {msg, len, 0, false};
 	struct span n, v;
 
 	while (hdr_next(&it, &n, &v) && !out->err) {
-		size_t off;
-
-		buf_reset(&st->tmp);
-		buf_reset(&st->tmp2);
-		(void)append_unfolded(&st->tmp, v);
-		(void)mime_header_decode(&st->tmp2, st->tmp.data, st->tmp.len);
 		(void)imap_search_fold(out, n.p, n.len);
 		(void)buf_append(out, ": ", 2);
-		off = out->len;
-		(void)imap_search_fold(out, st->tmp2.data, st->tmp2.len);
-		if (record && !out->err) {
-			if (st->nfields == st->fields_cap) {
-				st->fields_cap = st->fields_cap ? st->fields_cap * 2 : 16;
-				st->fields = xrealloc(st->fields, st->fields_cap * sizeof(*st->fields));
-			}
-			st->fields[st->nfields].name = n;
-			st->fields[st->nfields].off = off;
-			st->fields[st->nfields].len = out->len - off;
-			st->nfields++;
-		}
+		add_value(st, out, v);
 		(void)buf_append_byte(out, '\n');
 	}
 }
 
+/* The whole decoded header, for TEXT. */
 static int
 load_header(struct mstate *st)
 {
@@ -1215,8 +1216,43 @@ load_header(struct mstate *st)
 	if (load(st, false) < 0)
 		return -1;
 	st->hdr_done = true;
-	add_header_text(st, &st->hdr, st->data, st->len, true);
+	add_header_text(st, &st->hdr, st->data, st->len);
 	return 0;
+}
+
+/* The fields by name, values not decoded yet: a key on one field decodes that one only. */
+static int
+load_fields(struct mstate *st)
+{
+	struct hdr_iter it;
+	struct span n, v;
+
+	if (st->fields_done)
+		return 0;
+	if (load(st, false) < 0)
+		return -1;
+	st->fields_done = true;
+	it = (struct hdr_iter){st->data, st->len, 0, false};
+	while (hdr_next(&it, &n, &v)) {
+		if (st->nfields == st->fields_cap) {
+			st->fields_cap = st->fields_cap ? st->fields_cap * 2 : 16;
+			st->fields = xrealloc(st->fields, st->fields_cap * sizeof(*st->fields));
+		}
+		st->fields[st->nfields++] = (struct field){.name = n, .raw = v};
+	}
+	return 0;
+}
+
+static struct field *
+field_value(struct mstate *st, struct field *f)
+{
+	if (!f->decoded) {
+		f->decoded = true;
+		f->off = st->vals.len;
+		add_value(st, &st->vals, f->raw);
+		f->len = st->vals.len - f->off;
+	}
+	return f;
 }
 
 
@@ -1279,7 +1315,7 @@ load_body(struct mstate *st)
 		    part->body_offset <= st->len && part->hdr_offset <= part->body_offset) {
 			/* the header of an enclosed message is text of the body */
 			add_header_text(st, &st->body, st->data + part->hdr_offset,
-			                (size_t)(part->body_offset - part->hdr_offset), false);
+			                (size_t)(part->body_offset - part->hdr_offset));
 		}
 		if (part->kind == MIME_KIND_LEAF &&
 		    (mime_part_is_type(part, "text", NULL) || mime_part_is_type(part, "message", NULL) ||
@@ -1428,12 +1464,15 @@ eval(const struct node *n, struct mstate *st)
 			return day == n->day;
 		return day >= n->day;
 	case K_HEADER:
-		if (load_header(st) < 0)
+		if (load_fields(st) < 0)
 			return -1;
 		for (size_t i = 0; i < st->nfields; i++) {
 			const struct field *f = &st->fields[i];
 
-			if (name_eq(f->name, n->name) && contains(&st->hdr, f->off, f->len, n))
+			if (!name_eq(f->name, n->name))
+				continue;
+			f = field_value(st, &st->fields[i]);
+			if (contains(&st->vals, f->off, f->len, n))
 				return 1;
 		}
 		return 0;
@@ -1460,6 +1499,7 @@ mstate_init(struct mstate *st, const struct imap_search *s, const struct imap_se
 	st->msg = msg;
 	st->s = s;
 	buf_init(&st->hdr, IMAP_SEARCH_MAX_TEXT);
+	buf_init(&st->vals, IMAP_SEARCH_MAX_TEXT);
 	buf_init(&st->body, IMAP_SEARCH_MAX_TEXT);
 	buf_init(&st->tmp, IMAP_SEARCH_MAX_TEXT);
 	buf_init(&st->tmp2, IMAP_SEARCH_MAX_TEXT);
@@ -1467,6 +1507,7 @@ mstate_init(struct mstate *st, const struct imap_search *s, const struct imap_se
 	(void)buf_append(&st->tmp, "", 0);
 	(void)buf_append(&st->tmp2, "", 0);
 	(void)buf_append(&st->hdr, "", 0);
+	(void)buf_append(&st->vals, "", 0);
 	(void)buf_append(&st->body, "", 0);
 }
 
@@ -1474,6 +1515,7 @@ static void
 mstate_deinit(struct mstate *st)
 {
 	buf_deinit(&st->hdr);
+	buf_deinit(&st->vals);
 	buf_deinit(&st->body);
 	buf_deinit(&st->tmp);
 	buf_deinit(&st->tmp2);
