@@ -236,7 +236,7 @@ sc_close(struct smtp_client *c, const char *reason)
 	if (reason != NULL) {
 		char safe[LOG_SANITIZE_SIZE];
 
-		(void)snprintf(c->reason, sizeof(c->reason), "%s", reason);
+		(void)!str_copy(c->reason, sizeof(c->reason), reason); /* truncated if long */
 		log_info("event=smtp_client_fail peer=%s reason=\"%s\"", c->opts.peer_name,
 		         log_sanitize_str(safe, c->reason));
 		sc_msg_finish(c, 0, c->reason);
