@@ -212,6 +212,7 @@ store__free(struct store *store)
 	pthread_cond_destroy(&store->gc_done);
 	pthread_cond_destroy(&store->sweep_wake);
 	pthread_cond_destroy(&store->rwake);
+	pthread_cond_destroy(&store->swake);
 	pthread_mutex_destroy(&store->blobs_lock);
 	pthread_mutex_destroy(&store->sweep_lock);
 	free(store->settled);
@@ -267,6 +268,7 @@ store_open(const struct store_options *opts, struct store **store_r, const char 
 	pthread_cond_init(&store->wake, &cattr);
 	pthread_cond_init(&store->sweep_wake, &cattr);
 	pthread_cond_init(&store->rwake, &cattr);
+	pthread_cond_init(&store->swake, &cattr);
 	pthread_condattr_destroy(&cattr);
 	pthread_cond_init(&store->gc_done, NULL);
 

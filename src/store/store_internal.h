@@ -290,6 +290,12 @@ struct store {
 	pthread_cond_t rwake;
 	pthread_t relaxed_writer;
 	bool have_relaxed_writer;
+	/* The syncer (writer.c): durable batches the writer committed, waiting for the log's
+	 * flush and their done callbacks, in commit order; under `lock`. */
+	struct store__synced *shead, *stail;
+	pthread_cond_t swake;
+	pthread_t syncer;
+	bool have_syncer, syncer_stop;
 	store_change_fn *change_hook; /* set before any job runs */
 	void *change_ctx;
 

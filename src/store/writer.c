@@ -361,10 +361,16 @@ store__transact(struct store *store, struct store_job **jobs, size_t n, bool *un
 	return false;
 }
 
+static bool store__log_sync(struct store *store, struct store_job **jobs, size_t n, bool *unsure);
+static void store__finish_batch(struct store *store, struct store_job **jobs, size_t n,
+                                size_t alive, bool committed, bool unsure);
+static void store__syncer_add(struct store *store, struct store_job **jobs, size_t n,
+                              size_t alive);
+
 void
 store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 {
-	size_t alive = 0, failed = 0;
+	size_t alive = 0;
 	bool committed = false, unsure = false;
 
 	/* A file whose writing failed is never synced, placed or committed. */
@@ -425,19 +431,41 @@ store__run_batch(struct store *store, struct store_job **jobs, size_t n)
 			pthread_mutex_unlock(&store->lock);
 		}
 		if (committed && !relaxed && late_sync) {
-			int ret = store->ops->sync(store);
-
-			if (ret != STORE_OK) {
-				/* As for a failed COMMIT: the outcome on disk is unknown, the client
-				 * gets a temporary error, the blobs stay for the sweep to decide. */
-				log_error("event=store_sync result=failed jobs=%zu error=\"%s\"", n,
-				          store_err_str(ret));
-				store__fail_all(jobs, n, ret, "sync failed", store_err_str(ret));
-				committed = false;
-				unsure = true;
+			if (store->have_syncer) {
+				/* The syncer flushes the log and answers; meanwhile this thread
+				 * commits the next batch, whose flush may then cover both. */
+				store__syncer_add(store, jobs, n, alive);
+				return;
 			}
+			committed = store__log_sync(store, jobs, n, &unsure);
 		}
 	}
+	store__finish_batch(store, jobs, n, alive, committed, unsure);
+}
+
+/* The log flush after a late-synced commit; false when it failed (the jobs are failed, the
+ * outcome on disk unknown). */
+static bool
+store__log_sync(struct store *store, struct store_job **jobs, size_t n, bool *unsure)
+{
+	int ret = store->ops->sync(store);
+
+	if (ret == STORE_OK)
+		return true;
+	/* As for a failed COMMIT: the outcome on disk is unknown, the client gets a temporary
+	 * error, the blobs stay for the sweep to decide. */
+	log_error("event=store_sync result=failed jobs=%zu error=\"%s\"", n, store_err_str(ret));
+	store__fail_all(jobs, n, ret, "sync failed", store_err_str(ret));
+	*unsure = true;
+	return false;
+}
+
+/* The end of a batch once its outcome is known: files, statistics, change notices, done. */
+static void
+store__finish_batch(struct store *store, struct store_job **jobs, size_t n, size_t alive,
+                    bool committed, bool unsure)
+{
+	size_t failed = 0;
 
 	/* Files of failed jobs go now, before done: a client told "failed" must not find its
 	 * message later. A crash right here leaves orphans for the sweep. After a failed COMMIT
@@ -641,7 +669,8 @@ store__exec(struct store *store, store_job_fn *fn, void *ctx, bool relaxed, cons
 
 	/* From a job or (serve mode) a done callback this would wait for itself. */
 	if (store__in_txn || (store->have_writer && pthread_equal(pthread_self(), store->writer)) ||
-	    (store->have_relaxed_writer && pthread_equal(pthread_self(), store->relaxed_writer)))
+	    (store->have_relaxed_writer && pthread_equal(pthread_self(), store->relaxed_writer)) ||
+	    (store->have_syncer && pthread_equal(pthread_self(), store->syncer)))
 		PANIC("store_exec called from the writer");
 	ex.fn = fn;
 	ex.ctx = ctx;
@@ -751,6 +780,76 @@ store__writer_main(void *arg)
 	return NULL;
 }
 
+/* The syncer: the writer commits a durable batch without waiting for the disk and hands it
+ * over; the syncer flushes the log and answers the batch's jobs. Meanwhile the writer commits
+ * the next batch, and one flush then answers every batch committed before it began: the
+ * writer's commits and the disk's flushes overlap instead of taking turns. A positive answer
+ * still comes only after the flush that covers its commit. */
+struct store__synced {
+	struct store__synced *next;
+	size_t n, alive;
+	struct store_job *jobs[];
+};
+
+static void
+store__syncer_add(struct store *store, struct store_job **jobs, size_t n, size_t alive)
+{
+	struct store__synced *b = xmalloc(sizeof(*b) + n * sizeof(b->jobs[0]));
+
+	b->next = NULL;
+	b->n = n;
+	b->alive = alive;
+	memcpy(b->jobs, jobs, n * sizeof(jobs[0]));
+	pthread_mutex_lock(&store->lock);
+	if (store->stail != NULL)
+		store->stail->next = b;
+	else
+		store->shead = b;
+	store->stail = b;
+	pthread_cond_signal(&store->swake);
+	pthread_mutex_unlock(&store->lock);
+}
+
+static void *
+store__syncer_main(void *arg)
+{
+	struct store *store = arg;
+
+	pthread_mutex_lock(&store->lock);
+	for (;;) {
+		struct store__synced *list, *next;
+		int ret;
+
+		while (store->shead == NULL && !store->syncer_stop)
+			pthread_cond_wait(&store->swake, &store->lock);
+		if (store->shead == NULL)
+			break; /* stopping, and nothing is left */
+		/* Every batch here was committed before this flush begins: it covers them all. */
+		list = store->shead;
+		store->shead = store->stail = NULL;
+		pthread_mutex_unlock(&store->lock);
+		ret = store->ops->sync(store);
+		for (; list != NULL; list = next) {
+			bool unsure = false, committed = true;
+
+			next = list->next;
+			if (ret != STORE_OK) {
+				log_error("event=store_sync result=failed jobs=%zu error=\"%s\"",
+				          list->n, store_err_str(ret));
+				store__fail_all(list->jobs, list->n, ret, "sync failed",
+				                store_err_str(ret));
+				committed = false;
+				unsure = true;
+			}
+			store__finish_batch(store, list->jobs, list->n, list->alive, committed, unsure);
+			free(list);
+		}
+		pthread_mutex_lock(&store->lock);
+	}
+	pthread_mutex_unlock(&store->lock);
+	return NULL;
+}
+
 /* The relaxed lane: jobs that carry no mail and may commit without waiting for the disk
  * (store_job_set_relaxed) are committed by a thread of their own, so that they do not wait
  * while the writer syncs the message files of a mail batch (which it does without the write
@@ -814,13 +913,36 @@ store__relaxed_main(void *arg)
 	return NULL;
 }
 
+static void
+store__syncer_stop(struct store *store)
+{
+	if (!store->have_syncer)
+		return;
+	pthread_mutex_lock(&store->lock);
+	store->syncer_stop = true;
+	pthread_cond_signal(&store->swake);
+	pthread_mutex_unlock(&store->lock);
+	pthread_join(store->syncer, NULL);
+	store->have_syncer = false;
+}
+
 int
 store__writer_start(struct store *store, const char **error_r)
 {
-	int err = pthread_create(&store->writer, NULL, store__writer_main, store);
+	/* The syncer first: the writer reads have_syncer from its first batch on. */
+	int err = pthread_create(&store->syncer, NULL, store__syncer_main, store);
 
 	if (err != 0) {
+		/* The writer then flushes the log itself, as it did before there was a syncer. */
+		log_warn("event=store_start syncer=off error=\"%s\"", strerror(err));
+	} else {
+		pthread_setname_np(store->syncer, "store-syncer");
+		store->have_syncer = true;
+	}
+	err = pthread_create(&store->writer, NULL, store__writer_main, store);
+	if (err != 0) {
 		*error_r = store__tls_error("cannot start the writer thread: %s", strerror(err));
+		store__syncer_stop(store);
 		return STORE_ERR_IO;
 	}
 	pthread_setname_np(store->writer, "store-writer");
@@ -854,4 +976,6 @@ store__writer_stop(struct store *store)
 		pthread_join(store->writer, NULL);
 		store->have_writer = false;
 	}
+	/* After the writer: it may have handed over its last batches. */
+	store__syncer_stop(store);
 }
