@@ -991,7 +991,10 @@ dispatch(struct imap_session *s, const struct imap_command *cmd)
 		cmd_authenticate(s, cmd);
 		return;
 	}
-	if (def->worker || (strcmp(n, "NOOP") == 0 && s->state == IMAP_SELECTED)) {
+	/* A NOOP in a mailbox with no news is answered here, without a worker's round trip
+	 * (clients poll with it). */
+	if (def->worker || (strcmp(n, "NOOP") == 0 && s->state == IMAP_SELECTED &&
+	                    imap_view_has_news(s))) {
 		to_worker(s);
 		return;
 	}

@@ -142,6 +142,9 @@ void imap_view_free(struct imap_view **v);
 /* Sends what changed since the view's MODSEQ: EXPUNGE (or VANISHED with QRESYNC) when
  * expunges is true, FETCH FLAGS, EXISTS. Returns 0 or a store_err. */
 int imap_view_sync(struct imap_session *s, bool expunges);
+/* Whether a sync now could have anything to tell (the I/O thread may ask while the session is
+ * not busy: then no worker touches the view). */
+bool imap_view_has_news(struct imap_session *s);
 /* A command of this session committed a change to mailbox_id: its next sync looks. */
 void imap_view_written(struct imap_session *s, int64_t mailbox_id);
 /* Sequence number of uid, or 0 when the view does not have it. */

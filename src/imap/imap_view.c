@@ -186,6 +186,13 @@ imap_view_sync(struct imap_session *s, bool expunges)
 	return ret;
 }
 
+bool
+imap_view_has_news(struct imap_session *s)
+{
+	return s->view != NULL && atomic_load(&s->changed) &&
+	       (atomic_load(&s->must_look) || atomic_load(&s->notice_modseq) > s->view->modseq);
+}
+
 void
 imap_view_written(struct imap_session *s, int64_t mailbox_id)
 {
