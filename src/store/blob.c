@@ -127,30 +127,30 @@ store__blob_read_file(struct store *store, const char *blob_id, bool head, struc
 	return ret < 0 ? ret : 1;
 }
 
-int
-store_blob_read(struct store *store, const char *blob_id, struct buf *out)
+/* A blob's bytes from the database, else from its file: all, or (head) its header section. */
+static int
+store__blob_read(struct store *store, const char *blob_id, bool head, struct buf *out)
 {
 	int ret;
 
 	if (!store__valid_blob_id(blob_id))
 		return 0;
-	ret = store->ops->blob_data(store, blob_id, false, out);
+	ret = store->ops->blob_data(store, blob_id, head, out);
 	if (ret != 0)
 		return ret;
-	return store__blob_read_file(store, blob_id, false, out);
+	return store__blob_read_file(store, blob_id, head, out);
+}
+
+int
+store_blob_read(struct store *store, const char *blob_id, struct buf *out)
+{
+	return store__blob_read(store, blob_id, false, out);
 }
 
 int
 store_blob_read_head(struct store *store, const char *blob_id, struct buf *out)
 {
-	int ret;
-
-	if (!store__valid_blob_id(blob_id))
-		return 0;
-	ret = store->ops->blob_data(store, blob_id, true, out);
-	if (ret != 0)
-		return ret;
-	return store__blob_read_file(store, blob_id, true, out);
+	return store__blob_read(store, blob_id, true, out);
 }
 
 char *
