@@ -150,20 +150,29 @@ store__sync_task_run(void *arg)
 	pthread_mutex_unlock(&wait->lock);
 }
 
+/* The blobs of a live job that are files (a blob kept in memory is written with the commit). */
+static size_t
+store__count_files(struct store_job **jobs, size_t n)
+{
+	size_t count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++)
+			count += !jobs[i]->blobs[j]->in_memory;
+	}
+	return count;
+}
+
 /* fsyncs the files of every job still alive, in parallel when there is a sync pool. */
 static void
 store__sync_blobs(struct store *store, struct store_job **jobs, size_t n)
 {
 	struct store__sync_wait wait;
-	size_t count = 0;
+	size_t count = store__count_files(jobs, n);
 
-	for (size_t i = 0; i < n; i++) {
-		if (jobs[i]->result == STORE_OK)
-			count += jobs[i]->nblobs;
-	}
-	if (count == 0)
-		return;
-	if (store->sync_pool == NULL || count == 1 || store->sync_filesystem) {
+	if (count <= 1 || store->sync_pool == NULL || store->sync_filesystem) {
+		/* Also marks the blobs kept in memory as synced; a pool task each would cost a
+		 * thread wake-up per message for nothing. */
 		for (size_t i = 0; i < n; i++) {
 			for (size_t j = 0; j < jobs[i]->nblobs && jobs[i]->result == STORE_OK; j++)
 				(void)store__blob_sync(jobs[i]->blobs[j]);
@@ -176,8 +185,13 @@ store__sync_blobs(struct store *store, struct store_job **jobs, size_t n)
 			if (jobs[i]->result != STORE_OK)
 				continue;
 			for (size_t j = 0; j < jobs[i]->nblobs; j++) {
-				struct store__sync_task *task = xmalloc(sizeof(*task));
+				struct store__sync_task *task;
 
+				if (jobs[i]->blobs[j]->in_memory) {
+					(void)store__blob_sync(jobs[i]->blobs[j]);
+					continue;
+				}
+				task = xmalloc(sizeof(*task));
 				task->wait = &wait;
 				task->blob = jobs[i]->blobs[j];
 				tpool_submit(store->sync_pool, store__sync_task_run, task);
@@ -220,7 +234,7 @@ store__place_blobs(struct store *store, struct store_job **jobs, size_t n)
 			if (ret != STORE_OK)
 				store__job_fail(jobs[i], ret, "%s", error);
 			else
-				placed++;
+				placed += !jobs[i]->blobs[j]->in_memory;
 		}
 	}
 	if (placed == 0) {
@@ -237,7 +251,7 @@ store__place_blobs(struct store *store, struct store_job **jobs, size_t n)
 		/* Which folder failed hardly matters: a folder that cannot be synced means a
 		 * failing disk. Every job that placed a file fails. */
 		for (size_t i = 0; i < n; i++) {
-			if (jobs[i]->nblobs > 0)
+			if (store__count_files(&jobs[i], 1) > 0)
 				store__job_fail(jobs[i], ret, "%s", error);
 		}
 	}
