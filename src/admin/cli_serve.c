@@ -385,7 +385,6 @@ cli_serve(struct cli *cli, int argc, char **argv)
 	event_add(sig_term, NULL);
 	event_add(sig_int, NULL);
 	event_add(sig_hup, NULL);
-	net_server_set_threads(sv.net, cfg_io_threads(sv.cfg));
 	pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
 	log_info("event=start hostname=%s io_threads=%u pid=%ld", sv.hostname,
 	         cfg_io_threads(sv.cfg), (long)getpid());

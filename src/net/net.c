@@ -1,8 +1,9 @@
 /* Listeners, I/O threads and connections (see net.h for the threading contract).
  *
- * The main thread accepts, applies the global and per-address connection limits, and hands the
- * socket to an I/O thread round-robin through that thread's inbox. A connection is owned by its
- * thread from then on. Teardown is always deferred to a fresh loop iteration (never inside a
+ * Every I/O thread accepts on its own copy of each listening socket (SO_REUSEPORT, see
+ * listen.c), applies the global and per-address connection limits and owns the connection from
+ * then on: no hand-off between threads per connection. The main thread runs signals and the
+ * shutdown timer. Teardown is always deferred to a fresh loop iteration (never inside a
  * callback that still uses the connection), and the memory outlives the socket while async
  * work holds references. */
 #include "net/net_internal.h"
@@ -55,14 +56,16 @@ struct net_thread {
 
 struct net_listener {
 	struct net_server *server;
+	struct net_thread *thread; /* the I/O thread that accepts on it */
+	unsigned int thread_index;
 	enum net_service service;
 	struct evconnlistener *evl;
 };
 
 struct net_server {
-	struct event_base *base; /* main thread: accept loop, signals */
+	struct event_base *base; /* main thread: signals, shutdown */
 	struct net_thread *threads;
-	unsigned int nthreads, next_thread;
+	unsigned int nthreads;
 	struct net_listener *listeners;
 	size_t nlisteners;
 	const struct net_proto *protos[NET_SVC_COUNT];
@@ -76,7 +79,7 @@ struct net_server {
 	atomic_uint_fast64_t sid_next;
 	struct event *stop_timer;
 	uint64_t stop_deadline_ms;
-	bool stopping;
+	atomic_bool stopping;
 };
 
 struct net_conn {
@@ -982,15 +985,10 @@ net_conn_starttls(struct net_conn *c)
 	return 0;
 }
 
-struct accept_msg {
-	struct net_conn *conn;
-};
-
-/* On the I/O thread: set the connection up and start the protocol (or the TLS handshake). */
+/* Sets the connection up and starts the protocol (or the TLS handshake). */
 static void
-conn_start(void *arg)
+conn_start(struct net_conn *c)
 {
-	struct net_conn *c = arg;
 	struct net_thread *t = c->thread;
 	struct net_server *s = t->server;
 	int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
@@ -1088,11 +1086,13 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
 	memset(&ss, 0, sizeof(ss));
 	memcpy(&ss, sa, MIN((size_t)salen, sizeof(ss)));
 	format_addr(&ss, rip, sizeof(rip), &loopback);
-	if (s->stopping) {
+	if (atomic_load(&s->stopping)) {
 		close(fd);
 		return;
 	}
-	if (atomic_load(&s->nconns) >= s->max_connections) {
+	/* Counted first, so that threads accepting at once cannot overshoot the limit. */
+	if (atomic_fetch_add(&s->nconns, 1) >= s->max_connections) {
+		atomic_fetch_sub(&s->nconns, 1);
 		refuse(s, l->service, fd, rip, "max-connections");
 		return;
 	}
@@ -1101,13 +1101,14 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
 	case NET_IPLIMIT_OK:
 		break;
 	case NET_IPLIMIT_CONCURRENT:
+		atomic_fetch_sub(&s->nconns, 1);
 		refuse(s, l->service, fd, rip, "max-connections-per-ip");
 		return;
 	case NET_IPLIMIT_RATE:
+		atomic_fetch_sub(&s->nconns, 1);
 		refuse(s, l->service, fd, rip, "connection-rate");
 		return;
 	}
-	atomic_fetch_add(&s->nconns, 1);
 	{
 		int one = 1;
 
@@ -1127,9 +1128,9 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
 	snprintf(c->sid, sizeof(c->sid), "%012llx",
 	         (unsigned long long)((s->sid_base + atomic_fetch_add(&s->sid_next, 1)) &
 	                              0xffffffffffffULL));
-	c->thread = &s->threads[s->next_thread++ % s->nthreads];
+	c->thread = l->thread;
 	log_info("sid=%s event=connect service=%s rip=%s", c->sid, service_names[c->service], rip);
-	net_thread_post(c->thread, conn_start, c);
+	conn_start(c);
 }
 
 /* ---- Server ----------------------------------------------------------------------------- */
@@ -1183,6 +1184,7 @@ net_server_new(const struct cfg *cfg, const struct net_proto *const *protos,
 	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 		rnd = (uint64_t)time(NULL) << 20;
 	s->sid_base = rnd;
+	s->nthreads = cfg_io_threads(cfg);
 	s->base = event_base_new();
 	if (s->base == NULL) {
 		*error_r = "cannot create event base";
@@ -1195,24 +1197,29 @@ net_server_new(const struct cfg *cfg, const struct net_proto *const *protos,
 		goto fail;
 
 	for (int svc = 0; svc < NET_SVC_COUNT; svc++) {
-		int fds[NET_MAX_LISTEN_ADDRS];
-		int n;
+		size_t max = (size_t)NET_MAX_LISTEN_ADDRS * s->nthreads;
+		int *fds, n;
 
 		if (protos[svc] == NULL || listen_setting(cfg, svc)[0] == '\0')
 			continue;
-		n = net__bind_addrs(listen_setting(cfg, svc), fds, N_ELEMENTS(fds), error_r);
-		if (n < 0)
+		fds = xcalloc(max, sizeof(*fds));
+		n = net__bind_addrs(listen_setting(cfg, svc), s->nthreads, fds, max, error_r);
+		if (n < 0) {
+			free(fds);
 			goto fail;
+		}
 		s->listeners = xrealloc(s->listeners, (s->nlisteners + (size_t)n) * sizeof(*s->listeners));
 		for (int i = 0; i < n; i++) {
 			struct net_listener *l = &s->listeners[s->nlisteners++];
 			l->server = s;
+			l->thread = NULL;
+			l->thread_index = (unsigned int)i % s->nthreads; /* copies are adjacent */
 			l->service = svc;
-			l->evl = NULL;
 			/* Stash the fd until run(): the listener objects are created there, once the
 			 * array no longer moves. */
 			l->evl = (struct evconnlistener *)(intptr_t)fds[i];
 		}
+		free(fds);
 	}
 	*server_r = s;
 	return 0;
@@ -1238,27 +1245,10 @@ net_server_run(struct net_server *s)
 {
 	sigset_t block, old;
 
-	/* Listener objects now that the array is final (see net_server_new). */
-	for (size_t i = 0; i < s->nlisteners; i++) {
-		struct net_listener *l = &s->listeners[i];
-		int fd = (int)(intptr_t)l->evl;
-
-		l->evl = evconnlistener_new(s->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-		if (l->evl == NULL)
-			log_fatal("event=error reason=\"cannot create listener\"");
-	}
-	s->nthreads = s->nthreads ? s->nthreads : 1;
 	s->threads = xcalloc(s->nthreads, sizeof(*s->threads));
-	/* Signals are handled by the main loop only. */
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
 	for (unsigned int i = 0; i < s->nthreads; i++) {
 		struct net_thread *t = &s->threads[i];
 		struct event_config *evcfg;
-		char name[16];
 
 		t->server = s;
 		t->index = i;
@@ -1277,6 +1267,29 @@ net_server_run(struct net_server *s)
 		t->wake = event_new(t->base, -1, EV_READ | EV_PERSIST, thread_wake_cb, t);
 		event_add(t->wake, NULL);
 		t->flush_ev = event_new(t->base, -1, 0, thread_flush_cb, t);
+	}
+	/* Listener objects now that the array is final (see net_server_new), each on the base of
+	 * the thread that accepts on it. */
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		struct net_listener *l = &s->listeners[i];
+		int fd = (int)(intptr_t)l->evl;
+
+		l->thread = &s->threads[l->thread_index];
+		l->evl = evconnlistener_new(l->thread->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1,
+		                            fd);
+		if (l->evl == NULL)
+			log_fatal("event=error reason=\"cannot create listener\"");
+	}
+	/* Signals are handled by the main loop only. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	for (unsigned int i = 0; i < s->nthreads; i++) {
+		struct net_thread *t = &s->threads[i];
+		char name[16];
+
 		if (pthread_create(&t->tid, NULL, thread_main, t) != 0)
 			log_fatal("event=error reason=\"cannot start I/O thread\"");
 		snprintf(name, sizeof(name), "io/%u", i % 1000);
@@ -1289,17 +1302,16 @@ net_server_run(struct net_server *s)
 		pthread_join(s->threads[i].tid, NULL);
 }
 
-void
-net_server_set_threads(struct net_server *s, unsigned int n)
-{
-	s->nthreads = n;
-}
-
 static void
 thread_shutdown_sessions(void *arg)
 {
 	struct net_thread *t = arg;
+	struct net_server *s = t->server;
 
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		if (s->listeners[i].thread == t)
+			evconnlistener_disable(s->listeners[i].evl);
+	}
 	for (struct net_conn *c = t->conns, *next; c != NULL; c = next) {
 		next = c->next;
 		if (c->closing)
@@ -1341,13 +1353,10 @@ net_server_stop(struct net_server *s, uint64_t grace_ms)
 {
 	struct timeval tick = {0, 50000};
 
-	if (s->stopping)
+	if (atomic_load(&s->stopping))
 		return;
-	s->stopping = true;
-	for (size_t i = 0; i < s->nlisteners; i++) {
-		if (s->listeners[i].evl != NULL)
-			evconnlistener_disable(s->listeners[i].evl);
-	}
+	/* Each thread stops its own listeners; until then it closes what it accepts. */
+	atomic_store(&s->stopping, true);
 	for (unsigned int i = 0; i < s->nthreads; i++)
 		net_thread_post(&s->threads[i], thread_shutdown_sessions, &s->threads[i]);
 	s->stop_deadline_ms = now_ms() + grace_ms;
@@ -1379,7 +1388,7 @@ net_server_free(struct net_server **sp)
 	if (s == NULL)
 		return;
 	for (size_t i = 0; i < s->nlisteners; i++) {
-		if (s->threads == NULL && s->listeners[i].evl != NULL)
+		if (s->listeners[i].thread == NULL)
 			close((int)(intptr_t)s->listeners[i].evl); /* never started */
 		else if (s->listeners[i].evl != NULL)
 			evconnlistener_free(s->listeners[i].evl);

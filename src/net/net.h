@@ -55,14 +55,14 @@ struct net_proto {
 
 /* ---- Server lifecycle (main thread) ------------------------------------------------------- */
 
-/* Binds every listener of the configuration and loads the TLS certificate. Runs as root when
- * started as root; nothing here reads network input. protos[svc] may be NULL for a service that
- * has no protocol yet (its listener is then not opened). */
+/* Binds every listener of the configuration, once per I/O thread, and loads the TLS
+ * certificate. Runs as root when started as root; nothing here reads network input.
+ * protos[svc] may be NULL for a service that has no protocol yet (its listener is then not
+ * opened). */
 ATTR_WUR int net_server_new(const struct cfg *cfg, const struct net_proto *const *protos,
                             struct net_server **server_r, const char **error_r);
-/* Number of I/O threads to start (before run). */
-void net_server_set_threads(struct net_server *server, unsigned int n);
-/* Starts the I/O threads and runs the accept loop until net_server_stop(). */
+/* Starts the I/O threads (server.io_threads), which accept and serve, and runs the main loop
+ * (signals) until net_server_stop(). */
 void net_server_run(struct net_server *server);
 /* Stops accepting, asks every session to shut down, waits up to grace ms, closes the rest,
  * stops the I/O threads and returns from net_server_run. Main thread (signal handler event). */

@@ -26,8 +26,11 @@ enum net_iplimit_result net__iplimit_take(struct net_iplimit *lim,
 void net__iplimit_release(struct net_iplimit *lim, const struct sockaddr_storage *addr,
                           unsigned int svc);
 
-/* Splits a CFG_ADDRS value and binds listening sockets; returns the number of fds put into
- * fds (at most max), or -1 with error_r. Binds only numeric addresses: no DNS at start. */
-int net__bind_addrs(const char *addrs, int *fds, size_t max, const char **error_r);
+/* Splits a CFG_ADDRS value and binds copies listening sockets on each address (SO_REUSEPORT
+ * when more than one, after checking that nothing listens there yet); returns the number of
+ * fds put into fds (at most max; the copies of one address are adjacent), or -1 with error_r.
+ * Binds only numeric addresses: no DNS at start. */
+int net__bind_addrs(const char *addrs, unsigned int copies, int *fds, size_t max,
+                    const char **error_r);
 
 #endif

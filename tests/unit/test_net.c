@@ -8,6 +8,7 @@
 #include "net/net_internal.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -95,15 +96,55 @@ test_bind_addrs(void **state)
 	int fds[8], n;
 	const char *error = NULL;
 
-	n = net__bind_addrs("127.0.0.1:0, [::1]:0", fds, 8, &error);
+	n = net__bind_addrs("127.0.0.1:0, [::1]:0", 1, fds, 8, &error);
 	if (n < 0) /* a host without IPv6: bind IPv4 alone */
-		n = net__bind_addrs("127.0.0.1:0", fds, 8, &error);
+		n = net__bind_addrs("127.0.0.1:0", 1, fds, 8, &error);
 	assert_true(n >= 1);
 	while (n > 0)
 		close(fds[--n]);
-	assert_int_equal(net__bind_addrs("localhost:25", fds, 8, &error), -1);
+	assert_int_equal(net__bind_addrs("localhost:25", 1, fds, 8, &error), -1);
 	assert_non_null(strstr(error, "must be an IP address"));
-	assert_int_equal(net__bind_addrs("", fds, 8, &error), 0);
+	assert_int_equal(net__bind_addrs("", 1, fds, 8, &error), 0);
+}
+
+static unsigned int
+port_of(int fd)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	return ntohs(sin.sin_port);
+}
+
+/* One socket per I/O thread on one port; a second server on that port is still refused. */
+static void
+test_bind_addrs_per_thread(void **state)
+{
+	int fds[8], again[8], n;
+	const char *error = NULL;
+	char addr[64];
+
+	n = net__bind_addrs("127.0.0.1:0", 3, fds, 8, &error);
+	assert_int_equal(n, 3);
+	assert_int_not_equal(port_of(fds[0]), 0);
+	assert_int_equal(port_of(fds[1]), port_of(fds[0]));
+	assert_int_equal(port_of(fds[2]), port_of(fds[0]));
+
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port_of(fds[0]));
+	assert_int_equal(net__bind_addrs(addr, 2, again, 8, &error), -1);
+	assert_non_null(strstr(error, "in use"));
+	assert_int_equal(net__bind_addrs(addr, 1, again, 8, &error), -1);
+	while (n > 0)
+		close(fds[--n]);
+
+	/* Freed, the port can be taken again. */
+	n = net__bind_addrs(addr, 2, again, 8, &error);
+	assert_int_equal(n, 2);
+	while (n > 0)
+		close(again[--n]);
+	/* Copies count against the room given. */
+	assert_int_equal(net__bind_addrs("127.0.0.1:0", 5, fds, 4, &error), -1);
 }
 
 int
@@ -114,6 +155,7 @@ main(void)
 		cmocka_unit_test(test_iplimit_rate_per_minute),
 		cmocka_unit_test(test_iplimit_ipv6_per_64),
 		cmocka_unit_test(test_bind_addrs),
+		cmocka_unit_test(test_bind_addrs_per_thread),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
