@@ -416,6 +416,7 @@ out:
 	queue_runner_free(&sv.queue);
 	guard_free(&sv.guard);
 	net_server_free(&sv.net);
+	smtp_server_cleanup();
 	if (ret == 0)
 		log_info("event=stop result=ok");
 	cfg_free(&sv.cfg);

@@ -89,6 +89,11 @@ static const struct cfg_setting settings[] = {
 	    smtp_data_timeout, "Longest time one DATA or BDAT transfer may take"),
 	ROW("smtp", "min_data_rate", CFG_SIZE, "1K", 0, MIB(100), NULL, smtp_min_data_rate,
 	    "Slowest average transfer accepted after the first 30 s (bytes per second; 0 = off)"),
+	ROW("smtp", "recipient_cache_ttl", CFG_DURATION, "5s", 0, HOURS(1), NULL,
+	    smtp_recipient_cache_ttl,
+	    "How long RCPT reuses the lookup of a local recipient without a quota (0 = look up "
+	    "every time); account and alias changes made with the CLI reach SMTP within it, or "
+	    "at once on reload"),
 	ROW("smtp", "plaintext_auth_loopback", CFG_BOOL, "yes", 0, 1, NULL,
 	    smtp_plaintext_auth_loopback,
 	    "Allow AUTH without TLS from loopback addresses (elsewhere TLS is always required); "

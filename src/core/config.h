@@ -63,6 +63,7 @@ struct cfg {
 	uint64_t smtp_max_received;     /* Received: fields before we call it a loop */
 	uint64_t smtp_data_timeout;     /* ms for a whole DATA/BDAT transfer */
 	uint64_t smtp_min_data_rate;    /* bytes/s averaged over a transfer, after 30 s */
+	uint64_t smtp_recipient_cache_ttl; /* ms, 0 = off */
 	uint64_t smtp_plaintext_auth_loopback; /* bool */
 	uint64_t storage_quota;                /* bytes, 0 = unlimited */
 	uint64_t storage_sync_flags;           /* bool */

@@ -134,6 +134,8 @@ try_account(struct resolve *r, const char *address)
 	{
 		uint64_t quota = store_account_quota(&acc, default_quota);
 
+		if (quota > 0)
+			r->route->quota_limited = true;
 		if (quota > 0 && acc.used >= quota)
 			r->route->over_quota = true;
 	}
@@ -299,4 +301,21 @@ smtp_route_deinit(struct smtp_route *route)
 	free(route->remote);
 	free(route->mailboxes);
 	memset(route, 0, sizeof(*route));
+}
+
+void
+smtp_route_copy(struct smtp_route *dst, const struct smtp_route *src)
+{
+	*dst = *src;
+	dst->mailboxes = NULL;
+	dst->remote = NULL;
+	if (src->nmailboxes > 0) {
+		dst->mailboxes = xcalloc(src->nmailboxes, sizeof(*dst->mailboxes));
+		memcpy(dst->mailboxes, src->mailboxes, src->nmailboxes * sizeof(*dst->mailboxes));
+	}
+	if (src->nremote > 0) {
+		dst->remote = xcalloc(src->nremote, sizeof(*dst->remote));
+		for (size_t i = 0; i < src->nremote; i++)
+			dst->remote[i] = xstrdup(src->remote[i]);
+	}
 }

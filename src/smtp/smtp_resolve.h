@@ -27,7 +27,8 @@ struct smtp_route {
 	size_t nmailboxes;
 	char **remote; /* remote addresses reached through aliases, without duplicates */
 	size_t nremote;
-	bool over_quota; /* a local account it reaches has used up its storage quota */
+	bool over_quota;    /* a local account it reaches has used up its storage quota */
+	bool quota_limited; /* a local account it reaches has a storage quota */
 };
 
 /* The storage quota of accounts without one of their own (0 = unlimited). */
@@ -38,6 +39,8 @@ void smtp_resolve_set_default_quota(uint64_t bytes);
 enum smtp_resolve_result smtp_resolve(struct store *store, const char *address,
                                       struct smtp_route *route);
 void smtp_route_deinit(struct smtp_route *route);
+/* dst becomes a deep copy of src (dst's old content is not freed). */
+void smtp_route_copy(struct smtp_route *dst, const struct smtp_route *src);
 /* 1 when the route delivers to the INBOX of the account `user`, 0 when not, -1 on a store
  * error. (Is a MAIL FROM address one of the account's own? It is when it reaches her INBOX.) */
 int smtp_route_reaches(struct store *store, const struct smtp_route *route, const char *user);

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "proto/login.h"
 #include "smtp/smtp_parser.h"
+#include "smtp/smtp_rcache.h"
 #include "smtp/smtp_resolve.h"
 
 #include <stdatomic.h>
@@ -45,6 +46,9 @@ struct smtp_limits {
 
 static struct smtp_server_env env;
 static struct smtp_limits limits;
+static struct smtp_rcache *rcache;
+
+#define SMTP_RCACHE_SLOTS 4096
 
 struct smtp_rcpt {
 	char *address;
@@ -109,13 +113,24 @@ smtp_server_reload(const struct cfg *cfg)
 	limits.failure_delay = cfg->auth_failure_delay;
 	limits.plaintext_loopback = cfg->smtp_plaintext_auth_loopback != 0;
 	smtp_resolve_set_default_quota(cfg->storage_quota);
+	/* Also empties it: a reload makes account changes count at once. */
+	if (rcache != NULL)
+		smtp_rcache_set_ttl(rcache, cfg->smtp_recipient_cache_ttl);
 }
 
 void
 smtp_server_setup(const struct smtp_server_env *e, const struct cfg *cfg)
 {
 	env = *e;
+	if (rcache == NULL)
+		rcache = smtp_rcache_new(SMTP_RCACHE_SLOTS);
 	smtp_server_reload(cfg);
+}
+
+void
+smtp_server_cleanup(void)
+{
+	smtp_rcache_free(&rcache);
 }
 
 static void
@@ -410,6 +425,16 @@ static void rcpt_finish(struct smtp_session *s, struct lookup_op *op);
 static void mail_finish(struct smtp_session *s, struct lookup_op *op);
 
 static void
+lookup_op_free(struct lookup_op *op)
+{
+	smtp_route_deinit(&op->route);
+	free(op->address);
+	free(op->notify);
+	free(op->orcpt);
+	free(op);
+}
+
+static void
 lookup_finish(void *arg)
 {
 	struct lookup_op *op = arg;
@@ -422,11 +447,7 @@ lookup_finish(void *arg)
 		else
 			rcpt_finish(s, op);
 	}
-	smtp_route_deinit(&op->route);
-	free(op->address);
-	free(op->notify);
-	free(op->orcpt);
-	free(op);
+	lookup_op_free(op);
 	if (net_conn_is_closing(conn)) {
 		net_conn_unref(&conn);
 		return;
@@ -443,6 +464,8 @@ lookup_run(void *arg)
 	op->result = smtp_resolve(env.store, op->address, &op->route);
 	if (op->is_sender && op->result == SMTP_RESOLVE_LOCAL)
 		op->owns = smtp_route_reaches(env.store, &op->route, op->user);
+	else if (!op->is_sender)
+		smtp_rcache_put(rcache, op->address, op->result, &op->route, mono_ms());
 	net_thread_post(net_conn_thread(op->conn), lookup_finish, op);
 }
 
@@ -461,6 +484,12 @@ start_lookup(struct smtp_session *s, const char *address, bool is_sender)
 static void
 run_lookup(struct smtp_session *s, struct lookup_op *op)
 {
+	if (!op->is_sender && smtp_rcache_get(rcache, op->address, mono_ms(), &op->route)) {
+		op->result = SMTP_RESOLVE_LOCAL;
+		rcpt_finish(s, op);
+		lookup_op_free(op);
+		return;
+	}
 	smtp_busy(s);
 	tpool_submit(env.lookups, lookup_run, op);
 }

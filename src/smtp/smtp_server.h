@@ -28,5 +28,7 @@ struct smtp_server_env {
 void smtp_server_setup(const struct smtp_server_env *env, const struct cfg *cfg);
 void smtp_server_reload(const struct cfg *cfg);
 const struct net_proto *smtp_server_proto(void);
+/* Frees what setup allocated, once the server has stopped. */
+void smtp_server_cleanup(void);
 
 #endif

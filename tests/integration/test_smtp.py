@@ -553,3 +553,52 @@ def test_sync_filesystem_mode_stores_durably(make_server):
     assert srv.cli("store", "check").stdout.strip().endswith("0 problems found")
     srv.start()
     assert len(mailbox_messages(srv, "alice@example.test")) == 20
+
+
+def test_removed_account_never_gets_a_250_from_the_recipient_cache(mx):
+    """RCPT reuses the lookup of a local recipient for smtp.recipient_cache_ttl (5 s). An
+    account removed with the CLI in that time is still accepted at RCPT, but its mailbox is
+    gone at commit: the message gets a temporary error, never a 250 into nowhere. A reload
+    empties the cache, and the removal counts at once."""
+    def send(rcpts):
+        c = smtplib.SMTP("127.0.0.1", mx.ports["smtp"], timeout=15)
+        try:
+            c.ehlo("client.example.org")
+            c.mail("sender@example.org")
+            codes = [c.rcpt(r)[0] for r in rcpts]
+            data = c.data(msg("cached"))[0] if 250 in codes else None
+            return codes, data
+        finally:
+            c.close()
+
+    assert send(["alice@example.test", "bob@example.test"]) == ([250, 250], 250)
+    mx.cli("user", "remove", "alice@example.test")
+    codes, data = send(["alice@example.test", "bob@example.test"])
+    if codes[0] == 250:  # answered from the cache (the test ran within the TTL)
+        assert data == 451, data
+    else:
+        assert codes[0] == 550 and data == 250
+    assert len(mailbox_messages(mx, "bob@example.test")) == 1 + (codes[0] == 550)
+
+    mx.cli("user", "add", "carol@example.test", "--password-stdin", input=PW + "\n")
+    assert send(["carol@example.test"]) == ([250], 250)
+    mx.cli("user", "remove", "carol@example.test")
+    mx.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "event=reload result=ok" not in mx.read_log():
+        assert time.time() < deadline, mx.read_log()
+        time.sleep(0.05)
+    assert send(["carol@example.test"]) == ([550], None)
+
+
+def test_recipient_cache_off(make_server):
+    srv = make_server({"smtp.recipient_cache_ttl": "0"}, start=False)
+    srv.cli("user", "add", "dave@example.test", "--password-stdin", input=PW + "\n")
+    srv.start()
+    for expect in (250, 550):
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=15) as c:
+            c.ehlo("client.example.org")
+            c.mail("sender@example.org")
+            assert c.rcpt("dave@example.test")[0] == expect
+            c.rset()
+        srv.cli("user", "remove", "dave@example.test", check=False)
