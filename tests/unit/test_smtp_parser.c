@@ -646,6 +646,22 @@ static const struct data_vec {
 	 false, true},
 	{"NUL after a dot", ".\0\r\n.\r\n", 7, NOLIMIT, "\0\r\n", 3, ALL, true, SMTP_DATA_NUL, 0,
 	 false, false, true},
+	/* Body lines: runs of text are taken whole. */
+	{"body text", "S: x\r\n\r\nabc def\r\n..dot\r\nlast\r\n.\r\n", 0, NOLIMIT,
+	 "S: x\r\n\r\nabc def\r\n.dot\r\nlast\r\n", 0, ALL, true, 0, 0, false, false, false},
+	{"body NUL", "S: x\r\n\r\nab\0cd\r\n.\r\n", 18, NOLIMIT, "S: x\r\n\r\nab\0cd\r\n", 15,
+	 ALL, true, SMTP_DATA_NUL, 0, false, false, false},
+	{"body 8bit", "S: x\r\n\r\nab \xe9t\xe9\r\n.\r\n", 0, NOLIMIT,
+	 "S: x\r\n\r\nab \xe9t\xe9\r\n", 0, ALL, true, SMTP_DATA_8BIT, 0, false, false, false},
+	{"body bare LF and CR in text", "S: x\r\n\r\nab\ncd\ref\r\n.\r\n", 0, NOLIMIT,
+	 "S: x\r\n\r\nab\ncd\ref\r\n", 0, ALL, true, SMTP_DATA_BARE_LF | SMTP_DATA_BARE_CR, 0,
+	 false, false, false},
+	{"limit inside a body run", "S: x\r\n\r\n0123456789\r\n.\r\nNOOP\r\n", 0, 12,
+	 "S: x\r\n\r\n0123", 0, 23, true, SMTP_DATA_TOO_BIG, 0, false, false, false},
+	{"limit at the end of a body run", "S: x\r\n\r\n0123\r\n.\r\n", 0, 14,
+	 "S: x\r\n\r\n0123\r\n", 0, ALL, true, 0, 0, false, false, false},
+	{"limit just past a body run", "S: x\r\n\r\n0123\r\n.\r\n", 0, 10,
+	 "S: x\r\n\r\n01", 0, ALL, true, SMTP_DATA_TOO_BIG, 0, false, false, false},
 };
 
 static void
