@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void
 core_panic(const char *file, int line, const char *fmt, ...)
@@ -98,4 +99,25 @@ xasprintf(const char *fmt, ...)
 	if (n < 0)
 		oom(0);
 	return s;
+}
+
+void
+rfc5322_date(char out[RFC5322_DATE_SIZE], int64_t t, bool utc)
+{
+	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	time_t tt = (time_t)t;
+	struct tm tm;
+	long off;
+
+	if ((utc ? gmtime_r(&tt, &tm) : localtime_r(&tt, &tm)) == NULL) {
+		tt = 0;
+		gmtime_r(&tt, &tm);
+	}
+	off = utc ? 0 : tm.tm_gmtoff / 60;
+	snprintf(out, RFC5322_DATE_SIZE, "%s, %02d %s %04d %02d:%02d:%02d %c%02ld%02ld",
+	         days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+	         tm.tm_hour, tm.tm_min, tm.tm_sec, off < 0 ? '-' : '+', labs(off) / 60 % 100,
+	         labs(off) % 60);
 }

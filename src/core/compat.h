@@ -31,4 +31,10 @@ char *xstrndup(const char *s, size_t n);
 char *xmemdup0(const void *p, size_t n);
 ATTR_FORMAT(1, 2) char *xasprintf(const char *fmt, ...);
 
+/* An RFC 5322 3.3 date-time ("Mon, 07 Dec 2026 06:41:02 +0100"), in local time or in UTC
+ * ("+0000"), always with English names. Not strftime: glibc's rereads the time zone file
+ * (open, stat, close) at every call, which was five system calls per received message. */
+#define RFC5322_DATE_SIZE 40
+void rfc5322_date(char out[RFC5322_DATE_SIZE], int64_t t, bool utc);
+
 #endif

@@ -346,10 +346,9 @@ notice_task(void *arg)
 	struct store_mailbox mbox;
 	struct store_job *job;
 	struct buf text;
-	char date[64];
+	char date[RFC5322_DATE_SIZE];
 	const char *error;
 	time_t now = time(NULL);
-	struct tm tm;
 
 	if (store_account_get(n->g->store, n->user, &acc) != 1 ||
 	    store_mailbox_get(n->g->store, acc.id, "INBOX", &mbox) != 1 ||
@@ -358,8 +357,7 @@ notice_task(void *arg)
 		return;
 	}
 	n->mailbox_id = mbox.id;
-	localtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	rfc5322_date(date, now, false);
 	buf_init(&text, 8192);
 	buf_printf(&text,
 	           "From: Mail server <postmaster@%s>\r\nTo: <%s>\r\n"

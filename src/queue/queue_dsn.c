@@ -75,23 +75,13 @@ queue_status_code(const char *reply, char dst[16])
 	(void)snprintf(dst, 16, "%c.0.0", reply[0] == '5' ? '5' : '4');
 }
 
-static void
-dsn_date(char *dst, size_t size, int64_t when)
-{
-	time_t t = (time_t)when;
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	if (strftime(dst, size, "%a, %d %b %Y %H:%M:%S +0000", &tm) == 0)
-		dst[0] = '\0';
-}
-
 void
 queue_dsn_build(struct buf *out, const char *hostname, const char *sender, const char *envid,
                 int64_t arrival, int64_t now, const struct queue_dsn_rcpt *rcpts, size_t nrcpts,
                 const uint8_t *headers, size_t headers_len)
 {
-	char date[64], arrived[64], boundary[48], until[64];
+	char date[RFC5322_DATE_SIZE], arrived[RFC5322_DATE_SIZE], until[RFC5322_DATE_SIZE];
+	char boundary[48];
 	bool any_failed = false;
 	uint8_t rnd[12];
 
@@ -104,8 +94,8 @@ queue_dsn_build(struct buf *out, const char *hostname, const char *sender, const
 	               "dsn=%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x/%lld", rnd[0],
 	               rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], rnd[8], rnd[9],
 	               rnd[10], rnd[11], (long long)now);
-	dsn_date(date, sizeof(date), now);
-	dsn_date(arrived, sizeof(arrived), arrival);
+	rfc5322_date(date, now, true);
+	rfc5322_date(arrived, arrival, true);
 	/* The null reverse-path: the server adds the same field at final delivery. */
 	(void)buf_printf(out, "Return-Path: <>\r\n");
 	(void)buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
@@ -131,7 +121,7 @@ queue_dsn_build(struct buf *out, const char *hostname, const char *sender, const
 		                      "warning, there is no need to send it again.\r\n\r\n");
 	for (size_t i = 0; i < nrcpts; i++) {
 		if (rcpts[i].retry_until != 0) {
-			dsn_date(until, sizeof(until), rcpts[i].retry_until);
+			rfc5322_date(until, rcpts[i].retry_until, true);
 			(void)buf_printf(out, "<%s>: delayed: %s (retried until %s)\r\n",
 			                 rcpts[i].address, rcpts[i].diagnostic, until);
 		} else {
@@ -154,7 +144,7 @@ queue_dsn_build(struct buf *out, const char *hostname, const char *sender, const
 		(void)buf_printf(out, "Diagnostic-Code: smtp; %s\r\n", rcpts[i].diagnostic);
 		(void)buf_printf(out, "Last-Attempt-Date: %s\r\n", date);
 		if (rcpts[i].retry_until != 0) {
-			dsn_date(until, sizeof(until), rcpts[i].retry_until);
+			rfc5322_date(until, rcpts[i].retry_until, true);
 			(void)buf_printf(out, "Will-Retry-Until: %s\r\n", until);
 		}
 	}

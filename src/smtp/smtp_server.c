@@ -723,27 +723,18 @@ write_blob(struct smtp_session *s, const void *p, size_t len)
 		s->blob_err = store_blob_write(s->blob, p, len);
 }
 
-static void
-format_date(char *out, size_t outsize, time_t t)
-{
-	struct tm tm;
-
-	localtime_r(&t, &tm);
-	strftime(out, outsize, "%a, %d %b %Y %H:%M:%S %z", &tm);
-}
-
 /* Writes our header fields, then the held-back header octets. */
 static void
 write_prefix(struct smtp_session *s)
 {
 	struct buf h;
-	char date[64], helo[LOG_SANITIZE_SIZE];
+	char date[RFC5322_DATE_SIZE], helo[LOG_SANITIZE_SIZE];
 	const char *with;
 	const char *ver = net_conn_tls_version(s->conn), *cipher = net_conn_tls_cipher(s->conn);
 	time_t now = time(NULL);
 
 	buf_init(&h, 8192);
-	format_date(date, sizeof(date), now);
+	rfc5322_date(date, now, false);
 	/* RFC 3848 protocol types. */
 	if (s->authenticated)
 		with = net_conn_is_tls(s->conn) ? "ESMTPSA" : "ESMTPA";

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -364,6 +365,41 @@ test_tpool_pending(void **state)
 	tpool_free(&pool);
 }
 
+/* RFC 5322 dates: English names, two-digit day, numeric zone; local time follows TZ. */
+static void
+test_rfc5322_date(void **state)
+{
+	char d[RFC5322_DATE_SIZE];
+	const char *old = getenv("TZ");
+	char *saved = old != NULL ? strdup(old) : NULL;
+
+	(void)state;
+	rfc5322_date(d, 0, true);
+	assert_string_equal(d, "Thu, 01 Jan 1970 00:00:00 +0000");
+	rfc5322_date(d, 1796624013, true);
+	assert_string_equal(d, "Mon, 07 Dec 2026 06:13:33 +0000");
+	rfc5322_date(d, 951782400, true); /* a leap day */
+	assert_string_equal(d, "Tue, 29 Feb 2000 00:00:00 +0000");
+
+	setenv("TZ", "<+0530>-5:30", 1);
+	tzset();
+	rfc5322_date(d, 1796624013, false);
+	assert_string_equal(d, "Mon, 07 Dec 2026 11:43:33 +0530");
+	setenv("TZ", "<-0930>9:30", 1);
+	tzset();
+	rfc5322_date(d, 1796624013, false);
+	assert_string_equal(d, "Sun, 06 Dec 2026 20:43:33 -0930");
+	rfc5322_date(d, 1796624013, true); /* UTC whatever the zone */
+	assert_string_equal(d, "Mon, 07 Dec 2026 06:13:33 +0000");
+
+	if (saved != NULL)
+		setenv("TZ", saved, 1);
+	else
+		unsetenv("TZ");
+	tzset();
+	free(saved);
+}
+
 int
 main(void)
 {
@@ -380,6 +416,7 @@ main(void)
 		cmocka_unit_test(test_tpool_runs_all),
 		cmocka_unit_test(test_tpool_fifo_single_thread),
 		cmocka_unit_test(test_tpool_pending),
+		cmocka_unit_test(test_rfc5322_date),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
