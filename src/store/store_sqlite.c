@@ -489,10 +489,14 @@ sqlite__open_writer(struct store *store, struct sqlite__conn *c, const char **er
  *   mutex, which the IMAP workers, the readers and the writer fought over (about 3% of the
  *   server's time in futex calls alone).
  * - Statement journals (the undo of a savepoint or of a statement that fails halfway) stay in
- *   memory up to 4 MiB instead of 64 KiB: a batch of a few deliveries, one savepoint each,
- *   went past 64 KiB and created, wrote and deleted a temporary file in every commit. Only
- *   very large transactions (an EXPUNGE of many thousand messages) still spill to a file. */
-#define SQLITE__STMT_JOURNAL_SPILL (4 << 20)
+ *   memory: with the default spill threshold of 64 KiB, a batch of a few deliveries, one
+ *   savepoint each, went past it and created, wrote and deleted a temporary file in every
+ *   commit. -1, not a larger threshold: SQLite allocates a journal's memory in chunks of the
+ *   threshold's size, and a 4 MiB allocation for every statement that needs a journal made
+ *   IMAP commands five times slower. A journal holds the original of each page a transaction
+ *   changes, so it is bounded by the size of the transactions, which the store bounds (batch
+ *   sizes, the collector's row limit). */
+#define SQLITE__STMT_JOURNAL_SPILL (-1)
 
 static void
 sqlite__configure(void)
