@@ -69,6 +69,7 @@ cli_open_store(const struct cfg *cfg)
 	opts.batch_max = (unsigned int)cfg->batch_max;
 	opts.inline_max = cfg->inline_max;
 	opts.blob_orphan_age = cfg->blob_orphan_age;
+	opts.expunge_history = cfg->imap_expunge_history;
 	opts.background = false;
 	if (store_open(&opts, &store, &error) < 0) {
 		cli_error("cannot open the store: %s", error);

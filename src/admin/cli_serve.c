@@ -240,6 +240,7 @@ open_store(struct serve *sv)
 	opts.batch_max = (unsigned int)sv->cfg->batch_max;
 	opts.blob_orphan_age = sv->cfg->blob_orphan_age;
 	opts.blob_sweep_interval = sv->cfg->blob_sweep_interval;
+	opts.expunge_history = sv->cfg->imap_expunge_history;
 	opts.background = true;
 	ret = store_open(&opts, &sv->store, &error);
 	if (ret < 0)

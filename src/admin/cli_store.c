@@ -1,4 +1,5 @@
-/* `postamt store check|gc`: consistency check and garbage collection of message files. */
+/* `postamt store check|gc`: consistency check, garbage collection of message files and of
+ * the expunge history. */
 #include "admin/cli.h"
 
 #include <stdio.h>
@@ -11,8 +12,9 @@ store_usage(FILE *out)
 	             "       postamt [-c CONF] store gc\n"
 	             "check: verifies that every message's file exists with its size and that\n"
 	             "       reference counts and UIDs are consistent; exit 1 on any problem.\n"
-	             "gc:    removes message files that nothing references any more now, instead of\n"
-	             "       waiting for the server's background pass.\n");
+	             "gc:    removes message files that nothing references any more now, and\n"
+	             "       forgets expunges older than imap.expunge_history, instead of waiting\n"
+	             "       for the server's background pass.\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -36,11 +38,19 @@ cli_store(struct cli *cli, int argc, char **argv)
 	if (store == NULL)
 		return 1;
 	if (strcmp(argv[0], "gc") == 0) {
+		int64_t rows;
+
 		n = store_blob_gc(store);
 		if (n >= 0)
 			printf("%d message files removed\n", n);
 		else
 			cli_error("gc failed: %s", store_err_str(n));
+		rows = store_expunged_prune(store);
+		if (rows >= 0)
+			printf("%lld expunges forgotten (older than imap.expunge_history)\n",
+			       (long long)rows);
+		else if (n >= 0)
+			n = (int)rows;
 	} else {
 		buf_init(&report, 64 << 20);
 		n = store_check(store, &report);

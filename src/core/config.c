@@ -111,6 +111,11 @@ static const struct cfg_setting settings[] = {
 	    "Idle time allowed between IMAP commands (RFC 9051 asks for at least 30 minutes)"),
 	ROW("imap", "idle_timeout", CFG_DURATION, "30m", SECONDS(1), HOURS(24), NULL,
 	    imap_idle_timeout, "How long one IDLE command may last before the client is logged out"),
+	ROW("imap", "expunge_history", CFG_DURATION, "30d", 0, DAYS(3650), NULL,
+	    imap_expunge_history,
+	    "How long expunges are remembered one by one for clients that resynchronise "
+	    "(CONDSTORE/QRESYNC); a client away longer is told every UID that is gone (0 = "
+	    "forever)"),
 	ROW("imap", "max_bad_commands", CFG_UINT, "20", 1, 1000, NULL, imap_max_bad_commands,
 	    "Refused or failed commands before the connection is closed"),
 	ROW("imap", "append_limit", CFG_SIZE, "64M", KIB(64), GIB(2), NULL, imap_append_limit,

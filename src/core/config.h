@@ -69,6 +69,7 @@ struct cfg {
 	uint64_t storage_sync_flags;           /* bool */
 	uint64_t imap_timeout;                 /* ms */
 	uint64_t imap_idle_timeout;            /* ms */
+	uint64_t imap_expunge_history;         /* ms, 0 = forever */
 	uint64_t imap_max_bad_commands;        /* count */
 	uint64_t imap_append_limit;            /* bytes */
 	uint64_t imap_plaintext_auth_loopback; /* bool */

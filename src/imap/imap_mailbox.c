@@ -874,13 +874,15 @@ struct qresync_ctx {
 };
 
 static int
-qresync_expunged(uint32_t uid, void *ctx)
+qresync_expunged(uint32_t lo, uint32_t hi, void *ctx)
 {
 	struct qresync_ctx *q = ctx;
 
-	if (q->known_hi != 0 && (uid < q->known_lo || uid > q->known_hi))
-		return 0;
-	(void)buf_printf(&q->vanished, "%s%u", q->vanished.len > 0 ? "," : "", uid);
+	if (q->known_hi != 0) {
+		lo = MAX(lo, q->known_lo);
+		hi = MIN(hi, q->known_hi);
+	}
+	imap_uidset_add(&q->vanished, lo, hi);
 	return 0;
 }
 

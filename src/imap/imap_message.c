@@ -101,6 +101,17 @@ imap_resolve_set(struct imap_session *s, const struct imap_arg *arg, uint32_t **
 	return true;
 }
 
+/* Appends lo or lo:hi to a UID set being built ("1:3,7"); nothing when lo > hi. */
+void
+imap_uidset_add(struct buf *b, uint32_t lo, uint32_t hi)
+{
+	if (lo > hi)
+		return;
+	(void)buf_printf(b, "%s%u", b->len > 0 ? "," : "", lo);
+	if (hi > lo)
+		(void)buf_printf(b, ":%u", hi);
+}
+
 /* Appends a compact UID set (ESEARCH ALL, RFC 4731) ("1:3,7") of sorted uids. */
 void
 imap_out_uidset(struct buf *b, const uint32_t *uids, size_t n)
@@ -920,15 +931,40 @@ struct vanished_ctx {
 };
 
 static int
-vanished_cb(uint32_t uid, void *ctx)
+vanished_cb(uint32_t lo, uint32_t hi, void *ctx)
 {
 	struct vanished_ctx *v = ctx;
 
-	for (size_t i = 0; i < v->n; i++) {
-		if (uid >= v->ranges[i].lo && uid <= v->ranges[i].hi) {
-			(void)buf_printf(&v->out, "%s%u", v->out.len > 0 ? "," : "", uid);
-			break;
+	/* Per UID only what the set names, once, in ascending order, however its ranges
+	 * overlap: the next UID not reported yet is the lowest of lo..hi within any range. */
+	while (lo <= hi) {
+		uint32_t end = 0;
+		bool found = false;
+
+		for (size_t i = 0; i < v->n; i++) {
+			if (v->ranges[i].lo <= lo && lo <= v->ranges[i].hi) {
+				end = MAX(end, MIN(hi, v->ranges[i].hi));
+				found = true;
+			}
 		}
+		if (found) {
+			imap_uidset_add(&v->out, lo, end);
+		} else {
+			/* lo is in no range: go on at the lowest range start above it. */
+			uint32_t next = 0;
+
+			for (size_t i = 0; i < v->n; i++) {
+				if (v->ranges[i].lo > lo && (next == 0 || v->ranges[i].lo < next))
+					next = v->ranges[i].lo;
+			}
+			if (next == 0 || next > hi)
+				break;
+			lo = next;
+			continue;
+		}
+		if (end == UINT32_MAX)
+			break;
+		lo = end + 1;
 	}
 	return 0;
 }

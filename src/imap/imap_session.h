@@ -110,6 +110,8 @@ ATTR_FORMAT(3, 4) void imap_tagged(struct imap_session *s, const char *status, c
                                    ...);
 /* An astring for a response: atom when possible, quoted or literal otherwise. */
 void imap_out_astring(struct imap_session *s, const char *str);
+/* Appends lo or lo:hi to a UID set being built in b ("1:3,7"); nothing when lo > hi. */
+void imap_uidset_add(struct buf *b, uint32_t lo, uint32_t hi);
 /* A tagged NO for a store error: temporary ones get [UNAVAILABLE] / [SERVERBUG]. */
 void imap_tagged_store_error(struct imap_session *s, int err, const char *what);
 

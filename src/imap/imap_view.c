@@ -103,18 +103,24 @@ struct sync_ctx {
 };
 
 static int
-sync_expunged(uint32_t uid, void *ctx)
+sync_expunged(uint32_t lo, uint32_t hi, void *ctx)
 {
 	struct sync_ctx *c = ctx;
 	struct imap_session *s = c->s;
-	uint32_t seq = imap_view_remove(s->view, uid);
+	struct imap_view *v = s->view;
+	uint32_t i = lower_bound(v, lo);
 
-	if (seq == 0)
-		return 0;
-	if (s->qresync)
-		(void)buf_printf(&c->vanished, "%s%u", c->vanished.len > 0 ? "," : "", uid);
-	else
-		imap_out(s, "* %u EXPUNGE\r\n", seq);
+	/* Lowest first, each EXPUNGE with the sequence number it has once those before it went
+	 * (RFC 9051 7.5.1). A range may be the superset of a pruned history: only the view's
+	 * own UIDs in it count. */
+	while (i < v->count && v->uids[i] <= hi) {
+		uint32_t uid = v->uids[i], seq = imap_view_remove(v, uid);
+
+		if (s->qresync)
+			(void)buf_printf(&c->vanished, "%s%u", c->vanished.len > 0 ? "," : "", uid);
+		else
+			imap_out(s, "* %u EXPUNGE\r\n", seq);
+	}
 	return 0;
 }
 

@@ -428,6 +428,59 @@ store__gc_orphans(struct store *store)
 	return store__gc_orphans_run(store, false);
 }
 
+/* ---- The expunge history ---------------------------------------------------------------- */
+
+static bool
+store__sweeper_stopping(struct store *store)
+{
+	bool stopping;
+
+	pthread_mutex_lock(&store->lock);
+	stopping = store->stopping;
+	pthread_mutex_unlock(&store->lock);
+	return stopping;
+}
+
+#define STORE__PRUNE_ROWS 5000 /* per transaction: the write lock is never held for long */
+
+struct store__prune {
+	int64_t before;
+	uint32_t rows;
+};
+
+static int
+store__prune_run(struct store_txn *txn, void *ctx)
+{
+	struct store__prune *p = ctx;
+
+	return store_txn_expunged_prune(txn, p->before, STORE__PRUNE_ROWS, &p->rows);
+}
+
+int64_t
+store_expunged_prune(struct store *store)
+{
+	struct store__prune p;
+	const char *error;
+	int64_t total = 0;
+	int ret;
+
+	if (store->opts.expunge_history == 0)
+		return 0;
+	p.before = (int64_t)time(NULL) - (int64_t)(store->opts.expunge_history / 1000);
+	do {
+		p.rows = 0;
+		ret = store_exec_relaxed(store, store__prune_run, &p, &error);
+		if (ret < 0) {
+			log_warn("event=expunged_prune result=failed error=\"%s\"", error);
+			return ret;
+		}
+		total += p.rows;
+	} while (p.rows >= STORE__PRUNE_ROWS && !store__sweeper_stopping(store));
+	if (total > 0)
+		log_info("event=expunged_prune rows=%lld", (long long)total);
+	return total;
+}
+
 /* ---- The sweeper thread ----------------------------------------------------------------- */
 
 static void *
@@ -458,6 +511,7 @@ store__sweeper_main(void *arg)
 		pthread_cond_signal(&store->wake);
 		pthread_mutex_unlock(&store->lock);
 		(void)store__gc_orphans_run(store, true);
+		(void)store_expunged_prune(store);
 		pthread_mutex_lock(&store->lock);
 	}
 	pthread_mutex_unlock(&store->lock);

@@ -363,6 +363,17 @@ static const char store__schema_v10[] =
 static const char store__schema_v11[] =
 	"INSERT INTO fts_text (fts_text, rank) VALUES ('automerge', 2);";
 
+/* v12: the expunge history is bounded. Each row gets the time of its expunge, and the
+ * collector removes rows older than the retention (store_opts.expunge_history); a mailbox's
+ * expunged_floor is the highest MODSEQ among its removed rows, so a client that knows only an
+ * older state gets the superset answer of RFC 7162 3.2.5.2 (every UID that is gone) instead of
+ * an incomplete one. Rows from before count from the upgrade. */
+static const char store__schema_v12[] =
+	"ALTER TABLE mailboxes ADD COLUMN expunged_floor INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE expunged ADD COLUMN at INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE expunged SET at = CAST(strftime('%s', 'now') AS INTEGER);"
+	"CREATE INDEX expunged_at ON expunged(at);";
+
 struct store__migration {
 	const char *sql;
 	int (*post)(sqlite3 *db, const char **error_r); /* NULL or data changes after sql */
@@ -380,6 +391,7 @@ static const struct store__migration store__migrations[] = {
 	{store__schema_v9, NULL},
 	{store__schema_v10, NULL},
 	{store__schema_v11, NULL},
+	{store__schema_v12, NULL},
 };
 
 int

@@ -761,6 +761,14 @@ store_txn_fts_add(struct store_txn *txn, int64_t account_id, const char *blob_id
 }
 
 int
+store_txn_expunged_prune(struct store_txn *txn, int64_t before, uint32_t limit,
+                         uint32_t *rows_r)
+{
+	*rows_r = 0;
+	return txn->store->ops->expunged_prune(txn, before, limit, rows_r);
+}
+
+int
 store_txn_expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 {
 	int ret = store_txn_expunge_quiet(txn, mailbox_id, uid);
@@ -951,7 +959,7 @@ store_message_deleted(struct store *store, int64_t mailbox_id, uint32_t lo, uint
 
 int
 store_mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
-                      store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+                      store_message_cb *changed, store_uid_range_cb *expunged, void *ctx,
                       struct store_mailbox *mb_r)
 {
 	memset(mb_r, 0, sizeof(*mb_r));

@@ -69,6 +69,9 @@ struct store_options {
 	bool relaxed_sync;          /* honour store_job_set_relaxed (storage.sync_flags = no) */
 	uint64_t blob_orphan_age;   /* ms: an unreferenced file older than this is garbage */
 	uint64_t blob_sweep_interval; /* ms between orphan sweeps; 0 = never */
+	/* ms: expunges are remembered one by one this long (CONDSTORE/QRESYNC clients that
+	 * resynchronise); the sweeps let go of older ones. 0 = forever. */
+	uint64_t expunge_history;
 	/* true (serve): start the writer thread, sync threads and background blob removal.
 	 * false (CLI, tools): store_exec runs the job in its own transaction on the caller's
 	 * thread. Both may run against one database at the same time. */
@@ -540,6 +543,10 @@ struct store_mailbox {
 	uint64_t highestmodseq;
 	uint32_t messages; /* count */
 	bool subscribed;
+	/* Expunges up to this MODSEQ are no longer remembered one by one (the history is kept
+	 * for store_opts.expunge_history): for an older `since`, store_mailbox_changes reports
+	 * every UID below uidnext that is gone instead. 0: the whole history is there. */
+	uint64_t expunged_floor;
 };
 
 struct store_totals {
@@ -566,7 +573,8 @@ typedef int store_account_cb(const struct store_account *account, void *ctx);
 typedef int store_alias_cb(const char *source, const char *target, void *ctx);
 typedef int store_mailbox_cb(const struct store_mailbox *mailbox, void *ctx);
 typedef int store_message_cb(const struct store_message *message, void *ctx);
-typedef int store_uid_cb(uint32_t uid, void *ctx);
+/* UIDs lo..hi (lo <= hi). */
+typedef int store_uid_range_cb(uint32_t lo, uint32_t hi, void *ctx);
 
 /* 1 = exists, 0 = does not, or a negative store_err. */
 int store_domain_exists(struct store *store, const char *domain);
@@ -595,13 +603,19 @@ int store_message_range(struct store *store, int64_t mailbox_id, uint32_t lo, ui
 int store_message_deleted(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
                           store_message_cb *cb, void *ctx);
 /* What changed in a mailbox since MODSEQ `since`, from one consistent snapshot: *mb_r gets the
- * mailbox, expunged() each uid expunged after since (not called when since is 0), changed()
- * each message whose MODSEQ is above since (every message when since is 0: new ones, and ones
- * whose flags changed), by uid. Either callback may be NULL. STORE_ERR_NOTFOUND when the
- * mailbox is gone. */
+ * mailbox, expunged() the UIDs expunged after since, in ascending ranges (not called when
+ * since is 0), changed() each message whose MODSEQ is above since (every message when since
+ * is 0: new ones, and ones whose flags changed), by uid. Either callback may be NULL.
+ * When since is below the mailbox's expunged_floor (that part of the history was let go),
+ * expunged() gets a superset, as RFC 7162 3.2.5.2 allows: every UID below uidnext that no
+ * message has. STORE_ERR_NOTFOUND when the mailbox is gone. */
 int store_mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
-                          store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+                          store_message_cb *changed, store_uid_range_cb *expunged, void *ctx,
                           struct store_mailbox *mb_r);
+/* Lets go of the expunge history recorded before `before` (seconds since the epoch), at most
+ * limit rows, raising each affected mailbox's expunged_floor; *rows_r = rows removed. */
+int store_txn_expunged_prune(struct store_txn *txn, int64_t before, uint32_t limit,
+                             uint32_t *rows_r);
 /* The cached MIME structure of a message file: 1 appended to out, 0 none cached. */
 int store_blob_meta_get(struct store *store, const char *blob_id, struct buf *out);
 /* The queue at a glance (`postamt queue stats`): one read snapshot, which scans the queue. */
@@ -631,5 +645,9 @@ int store_check(struct store *store, struct buf *report);
 /* Runs one pass of background blob removal now (unreferenced blobs and orphans older than
  * blob_orphan_age). Returns the number of files removed. For tests and `postamt store gc`. */
 int store_blob_gc(struct store *store);
+
+/* Lets go of the expunge history older than expunge_history now (the sweeper does it at each
+ * sweep). Returns the number of rows removed, or a negative store_err. */
+int64_t store_expunged_prune(struct store *store);
 
 #endif

@@ -102,6 +102,8 @@ struct store_ops {
 	int (*deliver)(struct store_txn *txn, int64_t mailbox_id, const char *blob_id,
 	               uint32_t flags, const char *keywords, int64_t internaldate, uint32_t *uid_r);
 	int (*expunge)(struct store_txn *txn, int64_t mailbox_id, uint32_t uid);
+	int (*expunged_prune)(struct store_txn *txn, int64_t before, uint32_t limit,
+	                      uint32_t *rows_r);
 	int (*queue_add)(struct store_txn *txn, const char *blob_id, const char *sender,
 	                 const char *const *rcpts, const char *const *domains, size_t nrcpts,
 	                 int priority, int64_t *id_r);
@@ -171,7 +173,7 @@ struct store_ops {
 	int (*message_range)(struct store *store, int64_t mailbox_id, uint32_t lo, uint32_t hi,
 	                     bool deleted_only, store_message_cb *cb, void *ctx);
 	int (*mailbox_changes)(struct store *store, int64_t mailbox_id, uint64_t since,
-	                       store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+	                       store_message_cb *changed, store_uid_range_cb *expunged, void *ctx,
 	                       struct store_mailbox *mb);
 	int (*blob_meta_get)(struct store *store, const char *blob_id, struct buf *out);
 	int (*blob_meta_set)(struct store_txn *txn, const char *blob_id, const void *data,

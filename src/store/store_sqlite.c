@@ -117,6 +117,11 @@ enum sqlite__st {
 	ST_MESSAGE_DELETED,
 	ST_EXPUNGED_INSERT,
 	ST_EXPUNGED_SINCE,
+	ST_MESSAGE_UIDS,
+	ST_EXPUNGED_PRUNE_BOUND,
+	ST_EXPUNGED_PRUNE_FLOORS,
+	ST_EXPUNGED_PRUNE_FLOOR_SET,
+	ST_EXPUNGED_PRUNE,
 	ST_BLOB_META_GET,
 	ST_BLOB_META_SET,
 	ST_FTS_DOC_INSERT,
@@ -133,7 +138,7 @@ enum sqlite__st {
 #define SQLITE__MAILBOX_COLS                                                                  \
 	"mb.id, mb.account_id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext, "          \
 	"mb.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = mb.id), "      \
-	"mb.subscribed"
+	"mb.subscribed, mb.expunged_floor"
 #define SQLITE__MESSAGE_COLS "mailbox_id, uid, blob_id, size, internaldate, flags, modseq, keywords"
 
 #define SQLITE__QRCPT_COLS                                                                    \
@@ -307,8 +312,18 @@ static const char *const sqlite__sql[ST_COUNT] = {
 	[ST_MESSAGE_DELETED] = "SELECT " SQLITE__MESSAGE_COLS " FROM messages "
 	                       "INDEXED BY messages_deleted WHERE mailbox_id = ?1 "
 	                       "AND uid >= ?2 AND uid <= ?3 AND (flags & 8) <> 0 ORDER BY uid",
-	[ST_EXPUNGED_INSERT] = "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
-	                       "VALUES (?1, ?2, ?3)",
+	[ST_EXPUNGED_INSERT] = "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq, at) "
+	                       "VALUES (?1, ?2, ?3, ?4)",
+	[ST_MESSAGE_UIDS] = "SELECT uid FROM messages WHERE mailbox_id = ?1 ORDER BY uid",
+	/* Pruning the expunge history (v12), oldest first, a bounded number of rows at a time:
+	 * the time below which at most ?2 rows lie. */
+	[ST_EXPUNGED_PRUNE_BOUND] = "SELECT at FROM expunged INDEXED BY expunged_at "
+	                            "WHERE at < ?1 ORDER BY at LIMIT 1 OFFSET ?2",
+	[ST_EXPUNGED_PRUNE_FLOORS] = "SELECT mailbox_id, max(modseq) FROM expunged "
+	                             "INDEXED BY expunged_at WHERE at < ?1 GROUP BY mailbox_id",
+	[ST_EXPUNGED_PRUNE_FLOOR_SET] = "UPDATE mailboxes SET expunged_floor = "
+	                                "max(expunged_floor, ?2) WHERE id = ?1",
+	[ST_EXPUNGED_PRUNE] = "DELETE FROM expunged WHERE at < ?1",
 	[ST_EXPUNGED_SINCE] = "SELECT uid FROM expunged INDEXED BY expunged_modseq "
 	                      "WHERE mailbox_id = ?1 AND modseq > ?2 "
 	                      "ORDER BY uid",
@@ -1425,10 +1440,65 @@ sqlite__expunge(struct store_txn *txn, int64_t mailbox_id, uint32_t uid)
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	sqlite3_bind_int64(st, 2, uid);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)modseq);
+	sqlite3_bind_int64(st, 4, txn->now);
 	rc = sqlite__run(st);
 	if (rc != SQLITE_DONE)
 		return sqlite__txn_fail(txn, rc, "cannot record expunge");
 	store__txn_touch(txn, mailbox_id, modseq);
+	return STORE_OK;
+}
+
+static int
+sqlite__expunged_prune(struct store_txn *txn, int64_t before, uint32_t limit, uint32_t *rows_r)
+{
+	sqlite3_stmt *st, *up;
+	int64_t bound = before;
+	int rc;
+
+	if (limit == 0)
+		return STORE_OK;
+	SQLITE__STMT(txn, st, ST_EXPUNGED_PRUNE_BOUND);
+	sqlite3_bind_int64(st, 1, before);
+	sqlite3_bind_int64(st, 2, limit);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		/* More than limit rows are old enough: those below the limit-th row's time. When
+		 * that time is the oldest, the rows of that one second go together. */
+		bound = sqlite3_column_int64(st, 0);
+		sqlite__done(st);
+		SQLITE__STMT(txn, st, ST_EXPUNGED_PRUNE_BOUND);
+		sqlite3_bind_int64(st, 1, before);
+		sqlite3_bind_int64(st, 2, 0);
+		if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) == bound)
+			bound++;
+	}
+	sqlite__done(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot read the expunge history");
+	/* The floors first: a session must never see a history that misses rows without knowing. */
+	SQLITE__STMT(txn, up, ST_EXPUNGED_PRUNE_FLOOR_SET);
+	SQLITE__STMT(txn, st, ST_EXPUNGED_PRUNE_FLOORS);
+	sqlite3_bind_int64(st, 1, bound);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t mailbox_id = sqlite3_column_int64(st, 0), floor = sqlite3_column_int64(st, 1);
+
+		sqlite3_bind_int64(up, 1, mailbox_id);
+		sqlite3_bind_int64(up, 2, floor);
+		if (sqlite__run(up) != SQLITE_DONE) {
+			rc = sqlite3_errcode(sqlite__w(txn)->db);
+			sqlite__done(st);
+			return sqlite__txn_fail(txn, rc, "cannot raise the expunge floor");
+		}
+	}
+	sqlite__done(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot read the expunge history");
+	SQLITE__STMT(txn, st, ST_EXPUNGED_PRUNE);
+	sqlite3_bind_int64(st, 1, bound);
+	rc = sqlite__run(st);
+	if (rc != SQLITE_DONE)
+		return sqlite__txn_fail(txn, rc, "cannot prune the expunge history");
+	*rows_r = (uint32_t)sqlite3_changes(sqlite__w(txn)->db);
 	return STORE_OK;
 }
 
@@ -1851,6 +1921,7 @@ sqlite__fill_mailbox(sqlite3_stmt *st, struct store_mailbox *m)
 	m->highestmodseq = (uint64_t)sqlite3_column_int64(st, 6);
 	m->messages = (uint32_t)sqlite3_column_int64(st, 7);
 	m->subscribed = sqlite3_column_int64(st, 8) != 0;
+	m->expunged_floor = (uint64_t)sqlite3_column_int64(st, 9);
 	if (sqlite__copy(m->name, sizeof(m->name), st, 2) < 0 ||
 	    sqlite__copy(m->special_use, sizeof(m->special_use), st, 3) < 0)
 		return STORE_ERR_IO;
@@ -1987,11 +2058,37 @@ sqlite__message_range(struct store *store, int64_t mailbox_id, uint32_t lo, uint
 	return sqlite__read_end(&r, rc, ret);
 }
 
+/* Calls cb for the expunged UIDs a statement yields: each one (gaps false), or the gaps between
+ * the present UIDs it yields, up to uidnext (gaps true). */
+static int
+sqlite__each_expunged(sqlite3_stmt *st, bool gaps, uint32_t uidnext, store_uid_range_cb *cb,
+                      void *ctx, int *rc_r)
+{
+	uint32_t next = 1; /* gaps: the lowest UID not yet accounted for */
+	int ret = 0;
+
+	while ((*rc_r = sqlite3_step(st)) == SQLITE_ROW) {
+		uint32_t uid = (uint32_t)sqlite3_column_int64(st, 0);
+
+		if (!gaps)
+			ret = cb(uid, uid, ctx);
+		else if (uid > next)
+			ret = cb(next, uid - 1, ctx);
+		if (ret != 0)
+			return ret;
+		if (gaps && uid >= next)
+			next = uid + 1;
+	}
+	if (gaps && *rc_r == SQLITE_DONE && next < uidnext && next != 0)
+		ret = cb(next, uidnext - 1, ctx);
+	return ret;
+}
+
 /* The mailbox row, its expunges and its changed messages, all from one read snapshot, so a
  * session's view moves from one committed state to the next. */
 static int
 sqlite__mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
-                        store_message_cb *changed, store_uid_cb *expunged, void *ctx,
+                        store_message_cb *changed, store_uid_range_cb *expunged, void *ctx,
                         struct store_mailbox *mb)
 {
 	struct sqlite__conn *c;
@@ -2013,16 +2110,16 @@ sqlite__mailbox_changes(struct store *store, int64_t mailbox_id, uint64_t since,
 	else if (rc != SQLITE_ROW)
 		ret = sqlite__err(c->db, rc);
 	if (ret == STORE_OK && since > 0 && expunged != NULL) {
-		st = sqlite__stmt(c, ST_EXPUNGED_SINCE);
+		bool gaps = since < mb->expunged_floor;
+
+		/* The history since `since` is gone in part: every UID that is not there. */
+		st = sqlite__stmt(c, gaps ? ST_MESSAGE_UIDS : ST_EXPUNGED_SINCE);
 		if (st == NULL)
 			goto fail;
 		sqlite3_bind_int64(st, 1, mailbox_id);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)since);
-		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			ret = expunged((uint32_t)sqlite3_column_int64(st, 0), ctx);
-			if (ret != 0)
-				break;
-		}
+		if (!gaps)
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)since);
+		ret = sqlite__each_expunged(st, gaps, mb->uidnext, expunged, ctx, &rc);
 		if (ret == STORE_OK && rc != SQLITE_DONE)
 			ret = sqlite__err(c->db, rc);
 		sqlite__done(st);
@@ -3174,6 +3271,7 @@ const struct store_ops store__sqlite_ops = {
 	.mailbox_totals = sqlite__mailbox_totals,
 	.message_range = sqlite__message_range,
 	.mailbox_changes = sqlite__mailbox_changes,
+	.expunged_prune = sqlite__expunged_prune,
 	.blob_meta_get = sqlite__blob_meta_get,
 	.blob_data = sqlite__blob_data,
 	.read_pin = sqlite__read_pin,

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from conftest import mailbox_messages
+from conftest import db_count, mailbox_messages
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -1230,6 +1230,55 @@ def test_qresync(connect, srv):
     assert r.status == "OK", r
     assert r.lines("VANISHED") == [b"(EARLIER) 2,4"] or \
         r.lines("VANISHED") == [b"(EARLIER) 2:4"] or r.lines("VANISHED") == [b"(EARLIER) 2 4"]
+
+
+def test_qresync_after_the_expunge_history_was_let_go(account):
+    """Expunges are remembered one by one for imap.expunge_history; after that a client
+    resynchronising from an older state is told every UID that is gone (RFC 7162 3.2.5.2),
+    and a session selected since then still gets its EXPUNGEs right."""
+    srv = account({"imap.expunge_history": "1s"})
+    for i in range(6):
+        deliver(srv, simple(f"h{i}"))
+    a = Imap(srv)
+    assert a.cmd("LOGIN", q(ALICE), q(PW)).status == "OK"
+    assert a.cmd("ENABLE", "QRESYNC").status == "OK"
+    sel = a.select()
+    uidv, hms = sel.code("UIDVALIDITY"), int(sel.code("HIGHESTMODSEQ"))
+    old = Imap(srv)  # selected before the expunges, asks for nothing until after the pruning
+    assert old.cmd("LOGIN", q(ALICE), q(PW)).status == "OK"
+    old.select()
+    b = Imap(srv)
+    assert b.cmd("LOGIN", q(ALICE), q(PW)).status == "OK"
+    b.select()
+    assert b.cmd("UID", "STORE", "2,3,5", "+FLAGS.SILENT", "(\\Deleted)").status == "OK"
+    assert b.cmd("EXPUNGE").status == "OK"
+    time.sleep(2.2)
+    out = srv.cli("store", "gc").stdout
+    assert "3 expunges forgotten" in out, out
+    assert db_count(srv, "expunged") == 0
+
+    c = Imap(srv)
+    assert c.cmd("LOGIN", q(ALICE), q(PW)).status == "OK"
+    assert c.cmd("ENABLE", "QRESYNC").status == "OK"
+    r = c.cmd("SELECT", "INBOX", f"(QRESYNC ({uidv} {hms}))")
+    assert r.status == "OK" and r.lines("VANISHED") == [b"(EARLIER) 2:3,5"], r
+    c.cmd("UNSELECT")
+    r = c.cmd("SELECT", "INBOX", f"(QRESYNC ({uidv} {hms} 1:4))")
+    assert r.lines("VANISHED") == [b"(EARLIER) 2:3"], r
+    r = c.cmd("UID", "FETCH", "1:4,6", "(FLAGS)", f"(CHANGEDSINCE {hms} VANISHED)")
+    assert r.status == "OK" and r.lines("VANISHED") == [b"(EARLIER) 2:3"], r
+    # A new expunge is remembered one by one again.
+    assert b.cmd("UID", "STORE", "6", "+FLAGS.SILENT", "(\\Deleted)").status == "OK"
+    assert b.cmd("EXPUNGE").status == "OK"
+    r = c.cmd("NOOP")
+    assert r.lines("VANISHED") == [b"6"], r
+
+    r = old.cmd("NOOP")
+    assert r.numbers("EXPUNGE") == [2, 2, 3, 3], r
+    r = old.fetch("1:*", "(UID)")
+    assert [int(d["UID"]) for _, d in r.fetches()] == [1, 4], r
+    for cl in (a, b, c, old):
+        cl.close()
 
 
 def test_qresync_without_enable_is_refused(connect):

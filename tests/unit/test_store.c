@@ -517,7 +517,8 @@ test_migrations_keep_messages(void **state)
 	    "  modseq) VALUES"
 	    "  (1, 4, '00000000000000000000000000000002', 20, 40, 0, '', 9),"
 	    "  (2, 1, '00000000000000000000000000000001', 10, 50, 8, 'Work', 3),"
-	    "  (1, 1, '00000000000000000000000000000001', 10, 10, 1, '$Todo', 2);",
+	    "  (1, 1, '00000000000000000000000000000001', 10, 10, 1, '$Todo', 2);"
+	    "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (1, 2, 5), (1, 3, 6);",
 	    NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(db_int(f, "SELECT refs FROM blobs WHERE id = ?1",
 	                        "00000000000000000000000000000001"), 2);
@@ -541,6 +542,9 @@ test_migrations_keep_messages(void **state)
 	                           "keywords = 'Work' AND flags = 8", NULL), 1);
 	/* v11: the full-text index merges its segments early. */
 	assert_int_equal(db_int(f, "SELECT v FROM fts_text_config WHERE k = 'automerge'", NULL), 2);
+	/* v12: the expunge history counts from the upgrade; nothing was let go of yet. */
+	assert_int_equal(db_int(f, "SELECT count(*) FROM expunged WHERE at > 1700000000", NULL), 2);
+	assert_int_equal(db_int(f, "SELECT max(expunged_floor) FROM mailboxes", NULL), 0);
 	/* v10: \Deleted messages are listed through their own index. */
 	l->n = 0;
 	assert_int_equal(store_message_deleted(f->store, 1, 1, 100, collect_message, l), 0);
@@ -987,6 +991,124 @@ test_small_blobs_in_database(void **state)
 	assert_int_equal(db_int(f, "SELECT count(*) FROM blob_data", NULL), 0);
 	assert_int_equal(db_int(f, "SELECT count(*) FROM blobs", NULL), 0);
 	assert_false(blob_file_exists(f, ids[1]));
+}
+
+struct ranges {
+	uint32_t lo[16], hi[16];
+	size_t n;
+};
+
+static int
+collect_range(uint32_t lo, uint32_t hi, void *ctx)
+{
+	struct ranges *r = ctx;
+
+	assert_true(r->n < 16);
+	r->lo[r->n] = lo;
+	r->hi[r->n++] = hi;
+	return 0;
+}
+
+struct prune_ctx {
+	int64_t before;
+	uint32_t limit, rows;
+};
+
+static int
+job_prune(struct store_txn *txn, void *ctx)
+{
+	struct prune_ctx *p = ctx;
+
+	return store_txn_expunged_prune(txn, p->before, p->limit, &p->rows);
+}
+
+/* The expunge history is let go of after expunge_history: the mailbox's floor rises to the
+ * last forgotten expunge, and a resynchronisation from before it gets every missing UID. */
+static void
+test_expunge_history_pruned(void **state)
+{
+	struct fixture *f = *state;
+	struct store_mailbox mb;
+	struct ranges r = {{0}, {0}, 0};
+	struct sync_job s;
+	struct prune_ctx p;
+	const char *error;
+	uint64_t start;
+	int64_t acc, inbox;
+
+	f->opts.background = true;
+	open_store(f);
+	assert_int_equal(exec2(f, job_domain_add, "example.org", NULL, NULL), STORE_OK);
+	acc = add_account(f, "alice@example.org");
+	inbox = inbox_of(f, acc);
+	for (int i = 0; i < 10; i++) {
+		sync_deliver(f, &s, &inbox, "Subject: x\r\n\r\nx\r\n");
+		assert_int_equal(s.result, STORE_OK);
+		sync_job_deinit(&s);
+	}
+	assert_int_equal(store_mailbox_changes(f->store, inbox, 0, NULL, NULL, NULL, &mb), STORE_OK);
+	start = mb.highestmodseq;
+	assert_int_equal(mb.expunged_floor, 0);
+	for (uint32_t uid = 2; uid <= 10; uid++) {
+		struct expunge_ctx e = {inbox, uid};
+
+		if (uid == 2 || uid == 3 || uid == 5 || uid == 10)
+			assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
+	}
+	/* The whole history: each UID. */
+	assert_int_equal(store_mailbox_changes(f->store, inbox, start, NULL, collect_range, &r, &mb),
+	                 STORE_OK);
+	assert_int_equal(r.n, 4);
+	assert_int_equal(r.lo[0], 2);
+	assert_int_equal(r.hi[0], 2);
+	assert_int_equal(r.lo[3], 10);
+	assert_int_equal(r.hi[3], 10);
+
+	/* Nothing is old enough yet. */
+	p = (struct prune_ctx){time(NULL) - 3600, 100, 0};
+	assert_int_equal(store_exec(f->store, job_prune, &p, &error), STORE_OK);
+	assert_int_equal(p.rows, 0);
+	/* All of it is; with a limit of 1 the rows of that one second go together. */
+	p = (struct prune_ctx){time(NULL) + 10, 1, 0};
+	assert_int_equal(store_exec(f->store, job_prune, &p, &error), STORE_OK);
+	assert_int_equal(p.rows, 4);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM expunged", NULL), 0);
+
+	/* From before the floor: the gaps below UIDNEXT, a superset of what went. */
+	r.n = 0;
+	assert_int_equal(store_mailbox_changes(f->store, inbox, start, NULL, collect_range, &r, &mb),
+	                 STORE_OK);
+	assert_int_equal(mb.expunged_floor, mb.highestmodseq);
+	assert_int_equal(r.n, 3);
+	assert_int_equal(r.lo[0], 2);
+	assert_int_equal(r.hi[0], 3);
+	assert_int_equal(r.lo[1], 5);
+	assert_int_equal(r.hi[1], 5);
+	assert_int_equal(r.lo[2], 10);
+	assert_int_equal(r.hi[2], 10);
+	/* From the floor on, the (empty) history is complete again. */
+	r.n = 0;
+	assert_int_equal(store_mailbox_changes(f->store, inbox, mb.expunged_floor, NULL,
+	                                       collect_range, &r, &mb),
+	                 STORE_OK);
+	assert_int_equal(r.n, 0);
+	/* A later expunge is remembered one by one. */
+	{
+		struct expunge_ctx e = {inbox, 4};
+		uint64_t floor = mb.expunged_floor;
+
+		r.n = 0;
+		assert_int_equal(store_exec(f->store, job_expunge, &e, &error), STORE_OK);
+		assert_int_equal(store_mailbox_changes(f->store, inbox, floor, NULL, collect_range, &r,
+		                                       &mb),
+		                 STORE_OK);
+		assert_int_equal(r.n, 1);
+		assert_int_equal(r.lo[0], 4);
+		assert_int_equal(r.hi[0], 4);
+	}
+	/* store_expunged_prune follows expunge_history; 0 keeps everything. */
+	assert_int_equal(store_expunged_prune(f->store), 0);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM expunged", NULL), 1);
 }
 
 /* The end of a header section, for the nasty cases. */
@@ -2337,6 +2459,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_background, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_blob_refs_and_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_blobs_in_database, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expunge_history_pruned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_pin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_unknown_blob, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
