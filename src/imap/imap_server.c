@@ -398,22 +398,8 @@ imap_open(struct net_conn *conn)
 	s->parser = imap_parser_new(NULL);
 	set_limits(s);
 	net_conn_set_timeout(conn, imap_limits.timeout);
-	if (imap_env.guard != NULL) {
-		int64_t until = guard_banned_until(imap_env.guard, GUARD_IMAP, net_conn_rip(conn));
-
-		if (until > 0) {
-			char when[64];
-			struct tm tm;
-			time_t t = (time_t)until;
-
-			gmtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
-			net_conn_printf(conn, "* BYE [UNAVAILABLE] Too many failed logins from your "
-			                      "address; try again after %s\r\n", when);
-			net_conn_close_because(conn, "banned");
-			return s;
-		}
-	}
+	if (login_refuse_banned(imap_env.guard, GUARD_IMAP, conn, "* BYE [UNAVAILABLE] "))
+		return s;
 	imap_out(s, "* OK [CAPABILITY ");
 	out_capabilities(s);
 	imap_out(s, "] %s Postamt IMAP ready\r\n", imap_env.hostname);

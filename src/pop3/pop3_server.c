@@ -1080,22 +1080,8 @@ pop3_open(struct net_conn *conn)
 	s->conn = conn;
 	s->state = POP3_S_AUTHORIZATION;
 	pop3_line_init(&s->line);
-	if (env.guard != NULL) {
-		int64_t until = guard_banned_until(env.guard, GUARD_POP3, net_conn_rip(conn));
-		if (until > 0) {
-			char when[64];
-			struct tm tm;
-			time_t t = (time_t)until;
-
-			gmtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
-			net_conn_printf(conn, "-ERR [SYS/TEMP] Too many failed logins from your address; "
-			                      "try again after %s\r\n", when);
-			net_conn_close_because(conn, "banned");
-			return s;
-		}
-	}
-	net_conn_printf(conn, "+OK %s Postamt POP3 ready\r\n", env.hostname);
+	if (!login_refuse_banned(env.guard, GUARD_POP3, conn, "-ERR [SYS/TEMP] "))
+		net_conn_printf(conn, "+OK %s Postamt POP3 ready\r\n", env.hostname);
 	return s;
 }
 

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct login_op {
 	struct login_env env;
@@ -67,4 +68,23 @@ login_start(const struct login_env *env, enum guard_service svc, struct net_conn
 		prio = guard_priority(env->guard, svc, op->rip);
 	}
 	auth_verify_async_prio(env->auth, prio, user, password, login_verified, op);
+}
+
+bool
+login_refuse_banned(struct guard *guard, enum guard_service svc, struct net_conn *conn,
+                    const char *prefix)
+{
+	int64_t until = guard != NULL ? guard_banned_until(guard, svc, net_conn_rip(conn)) : 0;
+	char when[64];
+	struct tm tm;
+	time_t t = (time_t)until;
+
+	if (until <= 0)
+		return false;
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	net_conn_printf(conn, "%sToo many failed logins from your address; try again after %s\r\n",
+	                prefix, when);
+	net_conn_close_because(conn, "banned");
+	return true;
 }

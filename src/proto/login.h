@@ -30,4 +30,10 @@ typedef void login_done_fn(struct net_conn *conn, const struct login_result *r, 
 void login_start(const struct login_env *env, enum guard_service svc, struct net_conn *conn,
                  const char *user, const char *password, login_done_fn *done, void *ctx);
 
+/* At connect: when the client's address is banned from svc, sends prefix followed by "Too many
+ * failed logins from your address; try again after <time>" and closes the connection.
+ * Returns true when it did. guard may be NULL (no bans). */
+bool login_refuse_banned(struct guard *guard, enum guard_service svc, struct net_conn *conn,
+                         const char *prefix);
+
 #endif

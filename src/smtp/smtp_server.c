@@ -1262,21 +1262,8 @@ smtp_open(struct net_conn *conn)
 	s->state = SMTP_S_INIT;
 	/* Room for one decoded chunk plus the held-back header. */
 	buf_init(&s->out, SMTP_CHUNK + SMTP_MAX_HEADER_BUFFER + SMTP_CHUNK);
-	if (env.guard != NULL) {
-		int64_t until = guard_banned_until(env.guard, GUARD_SMTP, net_conn_rip(conn));
-		if (until > 0) {
-			char when[64];
-			struct tm tm;
-			time_t t = (time_t)until;
-			gmtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
-			net_conn_printf(conn, "421 4.7.0 Too many failed logins from your address; "
-			                      "try again after %s\r\n", when);
-			net_conn_close_because(conn, "banned");
-			return s;
-		}
-	}
-	net_conn_printf(conn, "220 %s ESMTP Postamt\r\n", env.hostname);
+	if (!login_refuse_banned(env.guard, GUARD_SMTP, conn, "421 4.7.0 "))
+		net_conn_printf(conn, "220 %s ESMTP Postamt\r\n", env.hostname);
 	return s;
 }
 
